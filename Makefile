@@ -1,0 +1,35 @@
+# The two Quickstart commands: `make run` (the main job) and `make test` (the suite).
+# Both set everything up on a fresh machine: .venv, the project with its dev extras, and
+# Debian's Fashion-MNIST package.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export GX_ANALYTICS_ENABLED := False
+export DISABLE_PANDERA_IMPORT_WARNING := True
+
+.PHONY: setup run test smoke benchmark
+setup: $(VENV)/.installed $(FASHION_MNIST)
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+$(FASHION_MNIST):
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
+
+run: setup
+	dvc repro
+
+test: setup
+	$(PY) -m pytest -q
+
+benchmark: setup
+	ofa-cli benchmark

@@ -1,0 +1,1 @@
+"""Prefect flows: scheduling, retries and gates around the steps in `ofa/` (no step logic here)."""

@@ -1,0 +1,60 @@
+"""Checkpoints: tensors plus plain metadata, written atomically, loaded with weights_only=True."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ofa.errors import OFAError
+
+FORMAT = "ofa-supernet/1"
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call write(tmp_path), then rename over `path`: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def save_checkpoint(path: Path, model: dict, meta: dict, optimizer: dict | None = None) -> None:
+    payload = {"format": FORMAT, "meta": meta, "model": model}
+    if optimizer is not None:
+        payload["optimizer"] = optimizer
+    atomic_write(path, lambda p: torch.save(payload, p))
+
+
+def load_checkpoint(path: Path, space: dict | None = None) -> dict:
+    """Load and check a checkpoint; `space` (plain dict) must match the one it was trained on."""
+    path = Path(path)
+    if not path.is_file():
+        raise OFAError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
+            OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OFAError(f"checkpoint {path} is truncated or not a torch file ({first[:160]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise OFAError(f"checkpoint {path} is not an OFA supernet checkpoint ({FORMAT})")
+    if space is not None and payload["meta"].get("space") != space:
+        raise OFAError(f"checkpoint {path} was trained on a different search space than "
+                       "params.yaml describes; retrain it or restore the matching params")
+    return payload

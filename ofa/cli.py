@@ -1,0 +1,148 @@
+"""`ofa-cli`: a thin door onto the library. Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ofa.errors import OFAError
+
+OFFLINE_ENV = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "False",
+               "DISABLE_PANDERA_IMPORT_WARNING": "True"}
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Once-for-All: train one elastic supernet, specialize it per device.")
+
+
+@dataclass(frozen=True)
+class Options:
+    params: Path
+    preset: Optional[str]
+
+
+@app.callback()
+def _root(ctx: typer.Context,
+          params: Path = typer.Option(Path("params.yaml"), help="params file"),
+          preset: Optional[str] = typer.Option(None, help="overlay a shipped preset, e.g. smoke")) -> None:
+    ctx.obj = Options(params, preset)
+
+
+def _load(ctx: typer.Context):
+    from ofa.config import load_params
+
+    p = load_params(ctx.obj.params, ctx.obj.preset)
+    from ofa.distributed import set_threads
+
+    set_threads(p.train.threads)
+    return p
+
+
+@app.command()
+def train(ctx: typer.Context,
+          phase: str = typer.Option(..., help="phase name from params.yaml"),
+          progress: bool = typer.Option(True, help="show a progress bar")) -> None:
+    """Train one progressive-shrinking phase (resumes a killed run)."""
+    params = _load(ctx)
+    params.phase(phase)
+    from ofa.distributed import init_distributed
+    from ofa.train import train_phase
+
+    result = train_phase(params, phase, init_distributed(), show_progress=progress)
+    if result.history:
+        typer.echo(f"wrote {result.checkpoint} and {result.report}")
+
+
+@app.command()
+def evaluate(ctx: typer.Context,
+             phase: str = typer.Option("expand2", help="evaluate this phase's checkpoint"),
+             checkpoint: Optional[Path] = typer.Option(None, help="checkpoint path (overrides --phase)"),
+             config: list[str] = typer.Option([], help="extra subnet config (string or JSON)"),
+             splits: str = typer.Option("val,test", help="comma-separated splits"),
+             output: Path = typer.Option(Path("reports/evaluate.json"), help="JSON output")) -> None:
+    """BN-recalibrate and evaluate min/mid/max subnets (and given configs) at every resolution."""
+    params = _load(ctx)
+    chosen = tuple(s.strip() for s in splits.split(",") if s.strip())
+    bad = sorted(set(chosen) - {"val", "test"})
+    if bad or not chosen:
+        raise OFAError(f"--splits: unknown split {bad[0] if bad else splits!r} (use val, test)")
+    if checkpoint is None:
+        params.phase(phase)
+        checkpoint = Path(params.train.checkpoint_dir) / f"{phase}.pt"
+    from rich.console import Console
+    from rich.table import Table
+
+    from ofa.checkpoint import atomic_write_text
+    from ofa.evaluate import evaluate_checkpoint
+
+    rows = evaluate_checkpoint(params, checkpoint, config, chosen)
+    table = Table(title=f"{checkpoint} (BN recalibrated on {params.train.bn_calib_images} images)")
+    for col in ("subnet", "res", "MMACs", "params", *(f"{s} top-1" for s in chosen)):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], str(r["resolution"]), f"{r['macs'] / 1e6:.2f}", str(r["params"]),
+                      *(f"{100 * r[f'{s}_acc']:.2f}" for s in chosen))
+    Console().print(table)
+    atomic_write_text(output, json.dumps({"checkpoint": str(checkpoint), "rows": rows}, indent=2))
+    from ofa.evaluate import markdown_summary
+
+    reports = [json.loads(p.read_text()) for name in params.phases
+               if (p := Path(params.train.report_dir) / f"{name}.json").is_file()]
+    atomic_write_text(output.with_suffix(".md"), markdown_summary(checkpoint, rows, chosen, reports))
+    typer.echo(f"wrote {output} and {output.with_suffix('.md')}")
+
+
+@app.command()
+def benchmark(ctx: typer.Context,
+              checkpoint: Optional[Path] = typer.Option(None, help="supernet weights (default: random init)"),
+              steps: int = typer.Option(5, min=1), rounds: int = typer.Option(5, min=1),
+              output: Path = typer.Option(Path("reports/benchmark.json"))) -> None:
+    """Training images/s of the supernet vs the exported static subnet (min and max)."""
+    params = _load(ctx)
+    from rich.console import Console
+    from rich.table import Table
+
+    from ofa.benchmark import benchmark_training
+    from ofa.checkpoint import atomic_write_text
+    from ofa.train import load_supernet
+
+    net = load_supernet(params, checkpoint)[0] if checkpoint else None
+    rows = benchmark_training(params, net, steps=steps, rounds=rounds)
+    table = Table(title="training throughput (median of rounds, same batches)")
+    for col in ("subnet", "config", "supernet img/s", "static img/s", "static/supernet"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["subnet"], r["config"], f"{r['supernet_img_s']:.0f}",
+                      f"{r['static_img_s']:.0f}", f"{r['slowdown']:.3f}x")
+    Console().print(table)
+    atomic_write_text(output, json.dumps({"threads": params.train.threads, "rows": rows}, indent=2))
+
+
+def main() -> None:
+    for k, v in OFFLINE_ENV.items():
+        os.environ.setdefault(k, v)
+    debug = os.environ.get("OFA_DEBUG", "") not in ("", "0")
+    try:
+        app()
+    except OFAError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback by default
+        if debug:
+            raise
+        typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (set OFA_DEBUG=1 for details)",
+                   err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""Typed parameters, loaded once from params.yaml with strict checking.
+
+Every key is declared here; unknown, missing or out-of-range keys are refused with a message
+naming the dotted key, so a typo in params.yaml never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ofa.errors import OFAError
+
+Activation = Literal["relu", "hswish"]
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """A fixed layer outside the elastic stages (stem, first block)."""
+
+    width: int
+    stride: int
+    act: Activation
+    se: bool = False
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One elastic stage, in the spirit of torchvision's MobileNetV3 block table."""
+
+    width: int
+    stride: int
+    act: Activation
+    se: bool
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    in_channels: int
+    num_classes: int
+    stem: ConvSpec
+    first_block: ConvSpec
+    stages: tuple[StageSpec, ...]
+    final_expand_width: int
+    feature_width: int
+    kernel_choices: tuple[int, ...]
+    expand_choices: tuple[int, ...]
+    depth_choices: tuple[int, ...]
+    resolutions: tuple[int, ...]
+    dropout: float = 0.1
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+
+    def __post_init__(self) -> None:
+        _require(len(self.stages) >= 1, "space.stages", "needs at least one stage")
+        for name, values in (("kernel_choices", self.kernel_choices),
+                             ("expand_choices", self.expand_choices),
+                             ("depth_choices", self.depth_choices)):
+            _require(len(values) > 0 and len(set(values)) == len(values), f"space.{name}",
+                     "must be a non-empty list without repeats")
+            _require(all(1 <= v <= 9 for v in values), f"space.{name}", "values must be in 1..9")
+        _require(all(k % 2 == 1 for k in self.kernel_choices), "space.kernel_choices",
+                 "kernel sizes must be odd")
+        _require(len(self.resolutions) > 0 and all(r >= 8 for r in self.resolutions),
+                 "space.resolutions", "must list resolutions of at least 8 px")
+        _require(0.0 <= self.dropout < 1.0, "space.dropout", "must be in [0, 1)")
+        for i, st in enumerate(self.stages):
+            _require(st.width > 0 and st.width % 8 == 0, f"space.stages[{i}].width",
+                     "must be a positive multiple of 8")
+            _require(st.stride in (1, 2), f"space.stages[{i}].stride", "must be 1 or 2")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: Literal["fashion_mnist", "cifar10", "imagefolder"]
+    root: str
+    val_size: int = 10000
+    split_seed: int = 0
+    image_size: int = 28
+    augment: bool = True
+    subset: int = 0  # 0 = use every training image; >0 caps the training split (smoke runs)
+
+    def __post_init__(self) -> None:
+        _require(self.val_size > 0, "data.val_size", "must be positive")
+        _require(self.subset >= 0, "data.subset", "must be >= 0")
+        _require(self.image_size >= 8, "data.image_size", "must be at least 8")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int
+    eval_batch_size: int
+    threads: int
+    channels_last: bool
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    label_smoothing: float
+    bn_calib_images: int
+    eval_images: int  # validation images for per-epoch metrics (0 = whole split)
+    final_eval_images: int = 0  # images per split for `ofa-cli evaluate` (0 = whole split)
+    checkpoint_dir: str = "data/checkpoints"
+    report_dir: str = "reports/train"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size > 0, "train.batch_size", "must be positive")
+        _require(self.eval_batch_size > 0, "train.eval_batch_size", "must be positive")
+        _require(self.threads >= 0, "train.threads", "must be >= 0 (0 = torch default)")
+        _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
+        _require(self.bn_calib_images > 0, "train.bn_calib_images", "must be positive")
+        _require(self.eval_images >= 0, "train.eval_images", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    kernel: tuple[int, ...]
+    expand: tuple[int, ...]
+    depth: tuple[int, ...]
+    epochs: int
+    lr: float
+    warmup_epochs: float
+    images_per_epoch: int  # 0 = the whole training split
+    subnets_per_step: int
+    kd_ratio: float
+    init_from: str | None = None
+    sort_channels: bool = False
+    elastic_resolution: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.epochs > 0, "epochs", "must be positive")
+        _require(self.lr > 0, "lr", "must be positive")
+        _require(self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0")
+        _require(self.images_per_epoch >= 0, "images_per_epoch", "must be >= 0")
+        _require(self.subnets_per_step >= 1, "subnets_per_step", "must be >= 1")
+        _require(self.kd_ratio >= 0, "kd_ratio", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataConfig
+    space: SpaceConfig
+    train: TrainConfig
+    phases: dict[str, PhaseConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(len(self.phases) > 0, "phases", "needs at least one phase")
+        for name, ph in self.phases.items():
+            key = f"phases.{name}"
+            for dim, allowed, chosen in (("kernel", self.space.kernel_choices, ph.kernel),
+                                         ("expand", self.space.expand_choices, ph.expand),
+                                         ("depth", self.space.depth_choices, ph.depth)):
+                bad = sorted(set(chosen) - set(allowed))
+                _require(len(chosen) > 0 and not bad, f"{key}.{dim}",
+                         f"values {bad or chosen} not in the space's choices {list(allowed)}")
+            if ph.init_from is not None:
+                _require(ph.init_from in self.phases and ph.init_from != name,
+                         f"{key}.init_from", f"unknown phase {ph.init_from!r}")
+        _require("teacher" in self.phases, "phases.teacher",
+                 "the full-network phase 'teacher' is required (it is the distillation teacher)")
+
+    def shrinking_order(self) -> list[str]:
+        """The longest init_from chain: teacher -> kernel -> ... (ablations branch off it)."""
+
+        def chain(name: str) -> list[str]:
+            out = [name]
+            while (prev := self.phases[out[-1]].init_from) is not None and prev not in out:
+                out.append(prev)
+            return out[::-1]
+
+        return max((chain(n) for n in self.phases), key=len)
+
+    def phase(self, name: str) -> PhaseConfig:
+        if name not in self.phases:
+            raise OFAError(f"unknown phase {name!r}; params.yaml defines: {', '.join(self.phases)}")
+        return self.phases[name]
+
+
+def _require(ok: bool, key: str, why: str) -> None:
+    if not ok:
+        raise OFAError(f"params: {key}: {why}")
+
+
+def _build(tp: Any, value: Any, key: str) -> Any:
+    """Convert parsed YAML into the annotated type, refusing anything that does not fit."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise OFAError(f"params: {key}: expected a mapping, got {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise OFAError(f"params: {key + '.' if key else ''}{unknown[0]}: unknown key "
+                           f"(allowed: {', '.join(sorted(names))})")
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            sub = f"{key}.{f.name}" if key else f.name
+            if f.name in value:
+                kwargs[f.name] = _build(hints[f.name], value[f.name], sub)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise OFAError(f"params: {sub}: missing key")
+        try:
+            return tp(**kwargs)
+        except OFAError as exc:
+            msg = str(exc)
+            if tp is PhaseConfig and msg.startswith("params: "):
+                raise OFAError(f"params: {key}.{msg[len('params: '):]}") from None
+            raise
+    if origin is Literal:
+        if value not in args:
+            raise OFAError(f"params: {key}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _build(inner[0], value, key)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise OFAError(f"params: {key}: expected a list, got {value!r}")
+        return tuple(_build(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise OFAError(f"params: {key}: expected a mapping")
+        return {str(k): _build(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise OFAError(f"params: {key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise OFAError(f"params: {key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OFAError(f"params: {key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise OFAError(f"params: {key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} at {key}")
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Overlay a preset on parsed params; mappings merge, everything else replaces."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise OFAError(f"params file {path} does not exist") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise OFAError(f"params file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise OFAError(f"params file {path} must hold a mapping at the top level")
+    return raw
+
+
+def preset(name: str) -> dict:
+    """An overlay shipped with the package (e.g. 'smoke': a few hundred images per phase)."""
+    ref = resources.files("ofa.presets") / f"{name}.yaml"
+    if not ref.is_file():
+        raise OFAError(f"unknown preset {name!r}")
+    return yaml.safe_load(ref.read_text())
+
+
+def params_from_dict(raw: dict) -> Params:
+    return _build(Params, raw, "")
+
+
+def load_params(path: str | Path = "params.yaml", preset_name: str | None = None) -> Params:
+    """Read params; a preset (named by the argument, else by the file's `preset` key) overlays it.
+
+    The `preset` key lets DVC switch the whole pipeline, e.g. `dvc exp run -S preset=smoke`.
+    """
+    raw = read_yaml(Path(path))
+    chosen = preset_name or raw.pop("preset", None)
+    raw.pop("preset", None)
+    if chosen is not None:
+        if not isinstance(chosen, str):
+            raise OFAError(f"params: preset: expected a preset name, got {chosen!r}")
+        raw = deep_merge(raw, preset(chosen))
+    return params_from_dict(raw)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-data view (lists, dicts, numbers) for JSON and checkpoint metadata."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj

@@ -1,0 +1,209 @@
+"""Datasets held in memory as uint8 tensors, fixed splits, batching, augmentation and resizing.
+
+Fashion-MNIST (IDX files, Debian's dataset-fashion-mnist), CIFAR-10 (python batches, read
+with an unpickler that only admits numpy arrays) and ImageNet-layout folders all become the
+same `Split`; training and evaluation then share one preprocessing path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ofa.config import DataConfig
+from ofa.errors import OFAError
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # uint8, N x C x H x W
+    labels: torch.Tensor  # int64, N
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+
+@dataclass(frozen=True)
+class Dataset:
+    train: Split
+    val: Split
+    test: Split
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+
+
+# -- readers ---------------------------------------------------------------------------------
+def _read_idx(path: Path) -> np.ndarray:
+    try:
+        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+        zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+        if zero != 0 or dtype != 0x08:
+            raise ValueError("not an unsigned-byte IDX file")
+        dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    except (OSError, ValueError, struct.error, EOFError) as exc:
+        raise OFAError(f"cannot read IDX file {path}: {exc}") from None
+
+
+def _find(root: Path, stem: str) -> Path | None:
+    for name in (f"{stem}.gz", stem):
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+def load_fashion_mnist(root: Path) -> tuple[Split, Split]:
+    names = {"train-images": "train-images-idx3-ubyte", "train-labels": "train-labels-idx1-ubyte",
+             "test-images": "t10k-images-idx3-ubyte", "test-labels": "t10k-labels-idx1-ubyte"}
+    found = {k: _find(root, v) for k, v in names.items()}
+    if any(p is None for p in found.values()):
+        raise OFAError(f"Fashion-MNIST not found in {root}: install it with "
+                       "`apt-get install dataset-fashion-mnist` or point data.root in params.yaml "
+                       "at a folder holding the four IDX files")
+    out = []
+    for part in ("train", "test"):
+        x = torch.from_numpy(_read_idx(found[f"{part}-images"]).copy()).unsqueeze(1)
+        y = torch.from_numpy(_read_idx(found[f"{part}-labels"]).astype(np.int64))
+        if x.shape[0] != y.shape[0]:
+            raise OFAError(f"Fashion-MNIST {part} images and labels differ in count")
+        out.append(Split(x, y))
+    return out[0], out[1]
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """CIFAR-10's batches are pickles; admit only what numpy arrays need, never arbitrary code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        d = _ArrayUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+        data = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        return data, np.asarray(d[b"labels"], dtype=np.int64)
+    except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
+        raise OFAError(f"cannot read CIFAR-10 batch {path}: {exc}") from None
+
+
+def load_cifar10(root: Path) -> tuple[Split, Split]:
+    base = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+    files = [base / f"data_batch_{i}" for i in range(1, 6)]
+    if not all(f.is_file() for f in files) or not (base / "test_batch").is_file():
+        raise OFAError(f"CIFAR-10 (python format) not found in {root}: expected data_batch_1..5 "
+                       "and test_batch (optionally inside cifar-10-batches-py/)")
+    parts = [_cifar_batch(f) for f in files]
+    train = Split(torch.from_numpy(np.concatenate([p[0] for p in parts])),
+                  torch.from_numpy(np.concatenate([p[1] for p in parts])))
+    tx, ty = _cifar_batch(base / "test_batch")
+    return train, Split(torch.from_numpy(tx), torch.from_numpy(ty))
+
+
+def _image_folder(path: Path, size: int, classes: list[str] | None) -> tuple[Split, list[str]]:
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    tf = v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+    try:
+        ds = ImageFolder(str(path), loader=lambda p: Image.open(p).convert("RGB"))
+    except (FileNotFoundError, OSError) as exc:
+        raise OFAError(f"image folder {path}: {exc}") from None
+    if classes is not None and ds.classes != classes:
+        raise OFAError(f"{path} has classes {ds.classes}, but train/ has {classes}")
+    xs, ys = zip(*[(tf(img), label) for img, label in ds])
+    return Split(torch.stack(xs), torch.tensor(ys, dtype=torch.int64)), ds.classes
+
+
+def load_image_folder(root: Path, size: int) -> tuple[Split, Split]:
+    test_dir = root / "val" if (root / "val").is_dir() else root / "test"
+    if not (root / "train").is_dir() or not test_dir.is_dir():
+        raise OFAError(f"ImageNet-layout folder {root} needs train/<class>/ and val/<class>/ "
+                       "(or test/<class>/)")
+    train, classes = _image_folder(root / "train", size, None)
+    test, _ = _image_folder(test_dir, size, classes)
+    return train, test
+
+
+# -- splits ----------------------------------------------------------------------------------
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Read the data and hold out a fixed-seed validation split from the training images."""
+    root = Path(cfg.root)
+    if cfg.name == "fashion_mnist":
+        train_full, test = load_fashion_mnist(root)
+    elif cfg.name == "cifar10":
+        train_full, test = load_cifar10(root)
+    else:
+        train_full, test = load_image_folder(root, cfg.image_size)
+    if cfg.val_size >= len(train_full):
+        raise OFAError(f"params: data.val_size: {cfg.val_size} leaves no training images "
+                       f"(the training set has {len(train_full)})")
+    if train_full.images.shape[-1] != cfg.image_size:
+        raise OFAError(f"params: data.image_size: {cfg.image_size} does not match the data's "
+                       f"{train_full.images.shape[-1]} px")
+    perm = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(cfg.split_seed))
+    val_idx, train_idx = perm[:cfg.val_size], perm[cfg.val_size:]
+    if cfg.subset:
+        train_idx = train_idx[:cfg.subset]
+    train = Split(train_full.images[train_idx], train_full.labels[train_idx])
+    val = Split(train_full.images[val_idx], train_full.labels[val_idx])
+    x = train.images.float().div_(255)
+    mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
+    std = tuple(x.std(dim=(0, 2, 3)).tolist())
+    num_classes = int(max(train_full.labels.max(), test.labels.max())) + 1
+    return Dataset(train, val, test, mean, std, num_classes)
+
+
+# -- batches ---------------------------------------------------------------------------------
+def batches(split: Split, batch_size: int, *, generator: torch.Generator | None = None,
+            limit: int = 0, rank: int = 0, world: int = 1,
+            drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled (with `generator`) or ordered batches; each DDP rank takes its own share."""
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    if limit:
+        order = order[:limit]
+    order = order[rank::world]
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        if drop_last and len(idx) < batch_size:
+            return
+        yield split.images[idx], split.labels[idx]
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Random shifts of up to `pad` pixels and horizontal flips (uint8 in, uint8 out)."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    offs = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).tolist()
+    out = torch.stack([padded[i, :, a:a + h, b:b + w] for i, (a, b) in enumerate(offs)])
+    flip = torch.rand(n, generator=generator) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def to_input(x: torch.Tensor, resolution: int, mean: tuple[float, ...], std: tuple[float, ...],
+             channels_last: bool) -> torch.Tensor:
+    """uint8 images -> normalised float at the requested resolution (train and eval alike)."""
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    out = (x.float().div_(255) - m) / s
+    if out.shape[-1] != resolution:
+        out = F.interpolate(out, size=(resolution, resolution), mode="bilinear",
+                            align_corners=False, antialias=resolution < out.shape[-1])
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out

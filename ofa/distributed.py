@@ -1,0 +1,58 @@
+"""torchrun support: the process group and the few collective helpers training needs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistContext:
+    """Join the process group torchrun describes (gloo on CPU, nccl on GPU); else single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext(device=_device(0))
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = _device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistContext(rank, world, device)
+
+
+def _device(local_rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.world > 1:
+        dist.barrier()
+
+
+def all_sum(values: list[float], ctx: DistContext) -> list[float]:
+    if ctx.world == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def set_threads(threads: int) -> None:
+    """Intra-op threads from params (0 keeps torch's default, which honours OMP_NUM_THREADS)."""
+    if threads > 0:
+        torch.set_num_threads(threads)

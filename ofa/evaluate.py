@@ -1,0 +1,119 @@
+"""Evaluate subnets: export, recalibrate BN on training images, measure top-1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ofa.bn import recalibrate
+from ofa.config import Params, TrainConfig
+from ofa.data import Dataset, Split, batches, to_input
+from ofa.nn.static import count_macs, count_params
+from ofa.nn.supernet import OFAMobileNetV3
+from ofa.space import SubnetConfig
+
+CALIB_SEED = 1234  # the calibration images are a fixed sample of the training split
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    batch_size: int
+    calib_images: int
+    channels_last: bool
+
+    @classmethod
+    def from_train(cls, tc: TrainConfig) -> "EvalSettings":
+        return cls(tc.eval_batch_size, tc.bn_calib_images, tc.channels_last)
+
+
+def calibration_inputs(data: Dataset, resolution: int, s: EvalSettings) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(CALIB_SEED)
+    return [to_input(x, resolution, data.mean, data.std, s.channels_last)
+            for x, _ in batches(data.train, s.batch_size, generator=gen, limit=s.calib_images)]
+
+
+@torch.no_grad()
+def top1(model: nn.Module, split: Split, resolution: int, data: Dataset, s: EvalSettings,
+         limit: int = 0) -> float:
+    model.eval()
+    correct = total = 0
+    for x, y in batches(split, s.batch_size, limit=limit):
+        pred = model(to_input(x, resolution, data.mean, data.std, s.channels_last)).argmax(1)
+        correct += int((pred == y).sum())
+        total += int(y.numel())
+    return correct / max(total, 1)
+
+
+def prepare_subnet(supernet: OFAMobileNetV3, cfg: SubnetConfig, data: Dataset,
+                   s: EvalSettings) -> nn.Module:
+    """The static subnet with its own BN statistics, ready for evaluation or export."""
+    net = supernet.export(cfg)
+    if s.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    recalibrate(net, calibration_inputs(data, cfg.r, s))
+    return net.eval()
+
+
+def evaluate_subnet(supernet: OFAMobileNetV3, cfg: SubnetConfig, data: Dataset, s: EvalSettings,
+                    splits: tuple[str, ...] = ("val",), limit: int = 0) -> dict:
+    net = prepare_subnet(supernet, cfg, data, s)
+    row = {"config": str(cfg), "resolution": cfg.r, "params": count_params(net),
+           "macs": count_macs(net, cfg.r, supernet.space.cfg.in_channels)}
+    for name in splits:
+        row[f"{name}_acc"] = top1(net, getattr(data, name), cfg.r, data, s, limit)
+    return row
+
+
+def evaluate_checkpoint(params: Params, path: Path, extra: list[str],
+                        splits: tuple[str, ...]) -> list[dict]:
+    """min/mid/max subnets at every resolution, plus any given configs, on the given splits."""
+    from ofa.data import load_dataset
+    from ofa.progress import make_progress
+    from ofa.train import load_supernet
+
+    from ofa.space import SearchSpace
+
+    space = SearchSpace(params.space)
+    jobs = [(name, getattr(space, f"{name}_config")(r))
+            for name in ("min", "mid", "max") for r in params.space.resolutions]
+    jobs += [(f"given{i}", space.validate(SubnetConfig.parse(t))) for i, t in enumerate(extra)]
+    net, _ = load_supernet(params, path)
+    if params.train.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    data = load_dataset(params.data)
+    settings = EvalSettings.from_train(params.train)
+    rows = []
+    with make_progress(True) as bar:
+        task = bar.add_task("evaluate", total=len(jobs), info="")
+        for name, cfg in jobs:
+            rows.append({"name": name, **evaluate_subnet(net, cfg, data, settings, splits,
+                                                         params.train.final_eval_images)})
+            bar.update(task, advance=1, info=f"{name} r{cfg.r}")
+    return rows
+
+
+def markdown_summary(checkpoint: Path, rows: list[dict], splits: tuple[str, ...],
+                     train_reports: list[dict]) -> str:
+    """A human-readable record of a run: per-phase training time and per-subnet accuracy."""
+    lines = [f"# Evaluation of `{checkpoint}`", "",
+             "Top-1 after BN recalibration, per subnet and input resolution.", "",
+             "| subnet | resolution | MMACs | params | " + " | ".join(f"{s} top-1 %" for s in splits) + " |",
+             "|---|---|---|---|" + "---|" * len(splits)]
+    for r in rows:
+        accs = " | ".join(f"{100 * r[f'{s}_acc']:.2f}" for s in splits)
+        lines.append(f"| {r['name']} `{r['config']}` | {r['resolution']} | {r['macs'] / 1e6:.2f} | "
+                     f"{r['params']} | {accs} |")
+    if train_reports:
+        total = sum(t["train_seconds"] for t in train_reports)
+        lines += ["", "## Training", "", "| phase | epochs | seconds | last val top-1 (max / min subnet) |",
+                  "|---|---|---|---|"]
+        for t in train_reports:
+            mn = t.get("val_acc_min")
+            lines.append(f"| {t['phase']} | {t['epochs']} | {t['train_seconds']:.0f} | "
+                         f"{100 * t.get('val_acc_max', float('nan')):.2f} / "
+                         f"{'-' if mn is None else f'{100 * mn:.2f}'} |")
+        lines.append(f"| all | | {total:.0f} ({total / 60:.1f} min) | |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,249 @@
+"""One training loop for every progressive-shrinking phase (and the naive ablation).
+
+Each step samples `subnets_per_step` subnets from the phase's choices at one sampled
+resolution, accumulates their gradients and takes one optimizer step; the loss is label-smoothed
+cross-entropy plus kd_ratio x soft cross-entropy against the full network (the teacher phase's
+weights). Sampling is seeded per (phase, epoch), so every DDP rank draws the same subnets and a
+resumed run continues exactly where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ofa.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from ofa.config import Params, to_dict
+from ofa.data import Dataset, augment, batches, load_dataset, to_input
+from ofa.distributed import DistContext, all_sum, barrier
+from ofa.errors import OFAError
+from ofa.evaluate import EvalSettings, evaluate_subnet
+from ofa.nn.supernet import OFAMobileNetV3
+from ofa.progress import make_progress
+from ofa.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    checkpoint: Path
+    report: Path
+    history: list[dict]
+    model: OFAMobileNetV3  # this rank's trained weights (identical on every DDP rank)
+
+
+def derive_seed(*parts: object) -> int:
+    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:15], 16)
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base * (1 + math.cos(math.pi * progress))
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    return torch.sum(-target_probs * F.log_softmax(logits, dim=1), dim=1).mean()
+
+
+def build_optimizer(model: nn.Module, params: Params, lr: float) -> torch.optim.Optimizer:
+    """SGD Nesterov; no weight decay on BN parameters and biases (1-d tensors)."""
+    tc = params.train
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.SGD([{"params": decay, "weight_decay": tc.weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}],
+                           lr=lr, momentum=tc.momentum, nesterov=tc.nesterov)
+
+
+def checkpoint_path(params: Params, phase: str) -> Path:
+    return Path(params.train.checkpoint_dir) / f"{phase}.pt"
+
+
+def resume_path(params: Params, phase: str) -> Path:
+    return Path(params.train.checkpoint_dir) / ".resume" / f"{phase}.pt"
+
+
+def fingerprint(params: Params, phase: str) -> str:
+    relevant = {"data": to_dict(params.data), "space": to_dict(params.space),
+                "train": to_dict(params.train), "phase": to_dict(params.phase(phase))}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def load_supernet(params: Params, path: Path) -> tuple[OFAMobileNetV3, dict]:
+    """A supernet with the weights of a finished phase's checkpoint."""
+    space = SearchSpace(params.space)
+    payload = load_checkpoint(path, to_dict(params.space))
+    net = OFAMobileNetV3(space)
+    net.load_state_dict(payload["model"])
+    return net, payload["meta"]
+
+
+def _starting_point(params: Params, phase: str, net: OFAMobileNetV3,
+                    opt: torch.optim.Optimizer, log) -> tuple[int, list[dict]]:
+    """Resume from the phase's own last complete epoch, else start from `init_from`."""
+    rpath = resume_path(params, phase)
+    if rpath.is_file():
+        payload = load_checkpoint(rpath, to_dict(params.space))
+        if payload["meta"].get("fingerprint") == fingerprint(params, phase):
+            net.load_state_dict(payload["model"])
+            opt.load_state_dict(payload["optimizer"])
+            log(f"resuming phase {phase} after epoch {payload['meta']['epoch']}")
+            return int(payload["meta"]["epoch"]), list(payload["meta"]["history"])
+        log(f"ignoring {rpath}: its params differ from params.yaml; starting phase {phase} afresh")
+    ph = params.phase(phase)
+    if ph.init_from is not None:
+        src = checkpoint_path(params, ph.init_from)
+        if not src.is_file():
+            raise OFAError(f"phase {phase} starts from {src}, which does not exist yet: "
+                           f"run `ofa-cli train --phase {ph.init_from}` first")
+        net.load_state_dict(load_checkpoint(src, to_dict(params.space))["model"])
+        if ph.sort_channels:
+            net.sort_channels()
+    return 0, []
+
+
+def train_phase(params: Params, phase: str, ctx: DistContext = DistContext(),
+                data: Dataset | None = None, show_progress: bool = True) -> PhaseResult:
+    ph = params.phase(phase)
+    tc = params.train
+    log = print if ctx.is_main else (lambda *_: None)
+    data = data or load_dataset(params.data)
+    space = SearchSpace(params.space)
+    if data.num_classes > params.space.num_classes:
+        raise OFAError(f"params: space.num_classes: {params.space.num_classes} is fewer than the "
+                       f"data's {data.num_classes} classes")
+    torch.manual_seed(derive_seed(tc.seed, phase, "init"))
+    net = OFAMobileNetV3(space)
+    opt = build_optimizer(net, params, ph.lr)
+    start_epoch, history = _starting_point(params, phase, net, opt, log)
+    teacher = None
+    if ph.kd_ratio > 0:
+        teacher, _ = load_supernet(params, _teacher_path(params, phase))
+        teacher.eval().requires_grad_(False)
+    fmt = torch.channels_last if tc.channels_last else torch.contiguous_format
+    net = net.to(ctx.device, memory_format=fmt)
+    if teacher is not None:
+        teacher = teacher.to(ctx.device, memory_format=fmt)
+    model: nn.Module = net
+    if ctx.world > 1:
+        model = nn.parallel.DistributedDataParallel(net, find_unused_parameters=True)
+    choices = space.phase_choices(ph)
+    per_rank = tc.batch_size // ctx.world
+    n_images = min(ph.images_per_epoch or len(data.train), len(data.train))
+    steps = n_images // tc.batch_size
+    if steps == 0:
+        raise OFAError(f"phase {phase}: fewer images per epoch than one batch ({tc.batch_size})")
+    total, warmup = ph.epochs * steps, int(ph.warmup_epochs * steps)
+    settings = EvalSettings.from_train(tc)
+    report = Path(tc.report_dir) / f"{phase}.json"
+    with make_progress(show_progress and ctx.is_main) as bar:
+        for epoch in range(start_epoch, ph.epochs):
+            net.train()
+            torch.manual_seed(derive_seed(tc.seed, phase, epoch, "torch", ctx.rank))
+            arch_rng = random.Random(derive_seed(tc.seed, phase, epoch, "arch"))
+            data_gen = torch.Generator().manual_seed(derive_seed(tc.seed, phase, epoch, "data"))
+            aug_gen = torch.Generator().manual_seed(derive_seed(tc.seed, phase, epoch, "aug", ctx.rank))
+            task = bar.add_task(f"{phase} {epoch + 1}/{ph.epochs}", total=steps, info="")
+            sums = [0.0, 0.0, 0.0]  # loss, correct, samples
+            t0 = time.perf_counter()
+            for i, (x, y) in enumerate(batches(data.train, per_rank, generator=data_gen,
+                                               limit=steps * tc.batch_size, rank=ctx.rank,
+                                               world=ctx.world, drop_last=True)):
+                lr = lr_at(epoch * steps + i, total, warmup, ph.lr)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                r = arch_rng.choice(choices.resolution)
+                if params.data.augment:
+                    x = augment(x, aug_gen)
+                x, y = to_input(x, r, data.mean, data.std, tc.channels_last).to(ctx.device), y.to(ctx.device)
+                soft = None
+                if teacher is not None:
+                    with torch.no_grad():
+                        soft = F.softmax(teacher(x, space.max_config(r)), dim=1)
+                opt.zero_grad(set_to_none=True)
+                for _ in range(ph.subnets_per_step):
+                    cfg = space.sample(arch_rng, choices, r)
+                    out = model(x, cfg)
+                    loss = F.cross_entropy(out, y, label_smoothing=tc.label_smoothing)
+                    if soft is not None:
+                        loss = loss + ph.kd_ratio * soft_cross_entropy(out, soft)
+                    loss.backward()
+                    sums[0] += loss.item() * len(y)
+                    sums[1] += float((out.argmax(1) == y).sum())
+                    sums[2] += len(y)
+                opt.step()
+                ips = (i + 1) * tc.batch_size / (time.perf_counter() - t0)
+                bar.update(task, advance=1, info=f"loss {sums[0] / sums[2]:.3f} "
+                           f"acc {sums[1] / sums[2]:.3f} {ips:.0f} img/s lr {lr:.4f}")
+            seconds = time.perf_counter() - t0
+            loss_sum, correct, seen = all_sum(sums, ctx)
+            row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                   "images_per_s": steps * tc.batch_size / seconds, "seconds": seconds,
+                   "lr_end": lr}
+            if ctx.is_main:
+                row.update(_epoch_eval(net, space, choices, data, settings, tc.eval_images))
+                history.append(row)
+                meta = _meta(params, phase, epoch + 1, history)
+                save_checkpoint(resume_path(params, phase), net.state_dict(), meta, opt.state_dict())
+                _write_report(report, phase, history, complete=False)
+                log(f"{phase} epoch {epoch + 1}: " + ", ".join(
+                    f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float)))
+            barrier(ctx)
+    final = checkpoint_path(params, phase)
+    if ctx.is_main:
+        meta = _meta(params, phase, ph.epochs, history) | {"complete": True}
+        save_checkpoint(final, net.state_dict(), meta)
+        _write_report(report, phase, history, complete=True)
+        resume_path(params, phase).unlink(missing_ok=True)
+    barrier(ctx)
+    return PhaseResult(final, report, history, net)
+
+
+def _teacher_path(params: Params, phase: str) -> Path:
+    path = checkpoint_path(params, "teacher")
+    if phase == "teacher" or not path.is_file():
+        raise OFAError(f"phase {phase} distils from {path}, which does not exist yet: "
+                       "run `ofa-cli train --phase teacher` first")
+    return path
+
+
+def _epoch_eval(net: OFAMobileNetV3, space: SearchSpace, choices, data: Dataset,
+                settings: EvalSettings, limit: int) -> dict:
+    """Validation top-1 of the phase's largest and smallest subnets (BN recalibrated)."""
+    r = max(choices.resolution)
+    big = space.uniform(max(choices.kernel), max(choices.expand), max(choices.depth), r)
+    small = space.uniform(min(choices.kernel), min(choices.expand), min(choices.depth),
+                          min(choices.resolution))
+    out = {"val_acc_max": evaluate_subnet(net, big, data, settings, limit=limit)["val_acc"]}
+    if small != big:
+        out["val_acc_min"] = evaluate_subnet(net, small, data, settings, limit=limit)["val_acc"]
+    net.train()
+    return out
+
+
+def _meta(params: Params, phase: str, epoch: int, history: list[dict]) -> dict:
+    return {"phase": phase, "epoch": epoch, "space": to_dict(params.space),
+            "phase_config": to_dict(params.phase(phase)), "fingerprint": fingerprint(params, phase),
+            "history": history, "complete": False}
+
+
+def _write_report(path: Path, phase: str, history: list[dict], complete: bool) -> None:
+    last = history[-1] if history else {}
+    summary = {"phase": phase, "complete": complete, "epochs": len(history),
+               "train_seconds": sum(h["seconds"] for h in history), **{
+                   k: v for k, v in last.items() if k.startswith("val_acc")}, "history": history}
+    atomic_write_text(path, json.dumps(summary, indent=2))
+    keys = list(history[0]) if history else []
+    csv = ",".join(keys) + "\n" + "".join(
+        ",".join(str(h.get(k, "")) for k in keys) + "\n" for h in history)
+    atomic_write_text(path.with_suffix(".csv"), csv)

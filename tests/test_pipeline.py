@@ -1,0 +1,87 @@
+"""The DVC pipeline end to end on the smoke preset, in a temporary git repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _env(tmp: Path) -> dict:
+    env = dict(os.environ)
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", DVC_NO_ANALYTICS="1",
+               DVC_SITE_CACHE_DIR=str(tmp / "dvc-site-cache"), OMP_NUM_THREADS="2",
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
+    return env
+
+
+def _run(args: list[str], cwd: Path, env: dict) -> str:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def test_dvc_stages_follow_params_phase_order():
+    """dvc.yaml's `from` of every shrinking stage must be the phase's init_from."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())["phases"]
+    chain = stages["shrink"]["foreach"]
+    assert list(chain) == [p for p in params if p not in ("teacher", "naive")]
+    for phase, item in chain.items():
+        assert params[phase]["init_from"] == item["from"], phase
+
+
+@pytest.fixture(scope="module")
+def smoke_repo(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("pipeline")
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, repo / name)
+    shutil.copytree(ROOT / "ofa", repo / "ofa", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["preset"] = "smoke"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = _env(repo)
+    _run(["git", "init", "-q"], repo, env)
+    _run([str(BIN / "dvc"), "init", "-q"], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "smoke"], repo, env)
+    _run([str(BIN / "dvc"), "repro"], repo, env)
+    return repo
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_runs_every_phase(smoke_repo: Path):
+    for phase in ("teacher", "kernel", "depth1", "depth2", "expand1", "expand2"):
+        assert (smoke_repo / "data/checkpoints" / f"{phase}.pt").is_file()
+        report = json.loads((smoke_repo / "reports/train" / f"{phase}.json").read_text())
+        assert report["complete"] and report["epochs"] >= 1
+    rows = json.loads((smoke_repo / "reports/evaluate.json").read_text())["rows"]
+    assert {r["name"] for r in rows} == {"min", "mid", "max"}
+    assert all(0.0 <= r["test_acc"] <= 1.0 for r in rows)
+    lock = yaml.safe_load((smoke_repo / "dvc.lock").read_text())
+    assert "shrink@expand2" in lock["stages"]
+
+
+@pytest.mark.slow
+def test_pipeline_reruns_only_what_changed(smoke_repo: Path):
+    env = _env(smoke_repo)
+    dvc = str(BIN / "dvc")
+    status = _run([dvc, "status", "--json"], smoke_repo, env)
+    assert json.loads(status) == {}
+    params = yaml.safe_load((smoke_repo / "params.yaml").read_text())
+    params["phases"]["expand2"]["lr"] = 0.01
+    (smoke_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = set(json.loads(_run([dvc, "status", "--json"], smoke_repo, env)))
+    assert changed == {"shrink@expand2"}, changed
+    dry = _run([dvc, "repro", "--dry"], smoke_repo, env)
+    assert "shrink@expand2" in dry and "evaluate" in dry and "'teacher'" not in dry
