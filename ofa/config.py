@@ -133,6 +133,8 @@ class PhaseConfig:
     init_from: str | None = None
     sort_channels: bool = False
     elastic_resolution: bool = True
+    sandwich: bool = False  # beyond the paper (BigNAS): each step's first two subnets are the
+    # phase's largest and smallest, the rest random
 
     def __post_init__(self) -> None:
         _require(self.epochs > 0, "epochs", "must be positive")

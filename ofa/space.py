@@ -96,6 +96,12 @@ class SearchSpace:
     def uniform(self, k: int, e: int, d: int, r: int) -> SubnetConfig:
         return SubnetConfig((k,) * self.n_slots, (e,) * self.n_slots, (d,) * self.n_stages, r)
 
+    def largest(self, ch: Choices, r: int) -> SubnetConfig:
+        return self.uniform(max(ch.kernel), max(ch.expand), max(ch.depth), r)
+
+    def smallest(self, ch: Choices, r: int) -> SubnetConfig:
+        return self.uniform(min(ch.kernel), min(ch.expand), min(ch.depth), r)
+
     def max_config(self, r: int | None = None) -> SubnetConfig:
         c = self.cfg
         return self.uniform(max(c.kernel_choices), max(c.expand_choices), max(c.depth_choices),

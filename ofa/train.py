@@ -29,7 +29,7 @@ from ofa.errors import OFAError
 from ofa.evaluate import EvalSettings, evaluate_subnet
 from ofa.nn.supernet import OFAMobileNetV3
 from ofa.progress import make_progress
-from ofa.space import SearchSpace
+from ofa.space import Choices, SearchSpace, SubnetConfig
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,15 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * base * (1 + math.cos(math.pi * progress))
+
+
+def step_configs(space: SearchSpace, rng: random.Random, choices: Choices, r: int, n: int,
+                 sandwich: bool) -> list[SubnetConfig]:
+    """The subnets of one step; the generator is consumed alike with or without the sandwich."""
+    cfgs = [space.sample(rng, choices, r) for _ in range(n)]
+    if sandwich and n >= 2:
+        cfgs[0], cfgs[1] = space.largest(choices, r), space.smallest(choices, r)
+    return cfgs
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
@@ -171,8 +180,7 @@ def train_phase(params: Params, phase: str, ctx: DistContext = DistContext(),
                     with torch.no_grad():
                         soft = F.softmax(teacher(x, space.max_config(r)), dim=1)
                 opt.zero_grad(set_to_none=True)
-                for _ in range(ph.subnets_per_step):
-                    cfg = space.sample(arch_rng, choices, r)
+                for cfg in step_configs(space, arch_rng, choices, r, ph.subnets_per_step, ph.sandwich):
                     out = model(x, cfg)
                     loss = F.cross_entropy(out, y, label_smoothing=tc.label_smoothing)
                     if soft is not None:
@@ -217,13 +225,11 @@ def _teacher_path(params: Params, phase: str) -> Path:
     return path
 
 
-def _epoch_eval(net: OFAMobileNetV3, space: SearchSpace, choices, data: Dataset,
+def _epoch_eval(net: OFAMobileNetV3, space: SearchSpace, choices: Choices, data: Dataset,
                 settings: EvalSettings, limit: int) -> dict:
     """Validation top-1 of the phase's largest and smallest subnets (BN recalibrated)."""
-    r = max(choices.resolution)
-    big = space.uniform(max(choices.kernel), max(choices.expand), max(choices.depth), r)
-    small = space.uniform(min(choices.kernel), min(choices.expand), min(choices.depth),
-                          min(choices.resolution))
+    big = space.largest(choices, max(choices.resolution))
+    small = space.smallest(choices, min(choices.resolution))
     out = {"val_acc_max": evaluate_subnet(net, big, data, settings, limit=limit)["val_acc"]}
     if small != big:
         out["val_acc_min"] = evaluate_subnet(net, small, data, settings, limit=limit)["val_acc"]

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
-
-from ofa.config import deep_merge, preset, read_yaml
+from conftest import tiny_params
 
 prefect = pytest.importorskip("prefect")
 
@@ -17,14 +15,7 @@ def test_progressive_shrinking_flow_trains_phases_in_order(tmp_path, monkeypatch
 
     from flows.shrink import progressive_shrinking
 
-    raw = deep_merge(read_yaml("params.yaml"), preset("smoke"))
-    raw = deep_merge(raw, {"data": {"subset": 256}, "train": {
-        "batch_size": 32, "eval_images": 64, "bn_calib_images": 64, "threads": 1,
-        "checkpoint_dir": str(tmp_path / "ckpt"), "report_dir": str(tmp_path / "reports")},
-        "phases": {"teacher": {"epochs": 1, "images_per_epoch": 64},
-                   "kernel": {"images_per_epoch": 64}}})
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path = tiny_params(tmp_path)
     monkeypatch.chdir(tmp_path)
     with prefect_test_harness(server_startup_timeout=120):
         results = progressive_shrinking(str(path), ["teacher", "kernel"])

@@ -1,0 +1,76 @@
+"""Shared fixtures: the project's params, its search space, and a supernet whose BN statistics
+and kernel transforms are perturbed so that equivalence checks are not trivially true."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ofa.config import Params, deep_merge, load_params, preset, read_yaml
+from ofa.nn.supernet import OFAMobileNetV3
+from ofa.space import SearchSpace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def params() -> Params:
+    return load_params(ROOT / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def space(params: Params) -> SearchSpace:
+    return SearchSpace(params.space)
+
+
+def perturb(net: OFAMobileNetV3, seed: int = 0) -> OFAMobileNetV3:
+    """Random BN affine parameters and kernel transforms, and BN statistics estimated on random
+    images (so every layer's output still depends on the input)."""
+    g = torch.Generator().manual_seed(seed)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in norms:
+            m.weight.copy_(0.5 + torch.rand(m.num_features, generator=g))
+            m.bias.copy_(0.1 * torch.randn(m.num_features, generator=g))
+            m.reset_running_stats()
+            m.momentum = None
+        for m in net.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.copy_(0.3 * torch.randn(m.weight.shape, generator=g))
+        for name, p in net.named_parameters():
+            if "transforms" in name:
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+        cfg = net.space.max_config()
+        net.train()
+        net(torch.randn(16, net.space.cfg.in_channels, cfg.r, cfg.r, generator=g), cfg)
+        for m in norms:
+            m.momentum = net.space.cfg.bn_momentum
+    return net
+
+
+@pytest.fixture()
+def supernet(space: SearchSpace) -> OFAMobileNetV3:
+    torch.manual_seed(0)
+    return perturb(OFAMobileNetV3(space))
+
+
+def tiny_params(tmp_path: Path, **phase_overrides) -> Path:
+    """A params file for fast real training in tmp_path (smoke preset, a few batches)."""
+    raw = deep_merge(read_yaml(ROOT / "params.yaml"), preset("smoke"))
+    raw = deep_merge(raw, {
+        "data": {"subset": 512},
+        "train": {"batch_size": 32, "eval_images": 64, "bn_calib_images": 64, "threads": 1,
+                  "final_eval_images": 64, "eval_batch_size": 64,
+                  "checkpoint_dir": str(tmp_path / "ckpt"), "report_dir": str(tmp_path / "reports")},
+        "phases": {name: {"epochs": 1, "images_per_epoch": 64} for name in
+                   ("teacher", "kernel", "depth1", "depth2", "expand1", "expand2", "naive")},
+    })
+    raw = deep_merge(raw, {"phases": phase_overrides})
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
