@@ -15,19 +15,25 @@ from torch import nn
 
 @torch.no_grad()
 def recalibrate(model: nn.Module, inputs: Iterable[torch.Tensor]) -> nn.Module:
-    """Reset every BN layer and re-estimate it as the exact average over `inputs` batches."""
+    """Reset every BN layer and re-estimate it as the exact average over all `inputs` images.
+
+    Each batch is weighted by its size (momentum n / (seen + n)), so a short last batch does
+    not skew the statistics.
+    """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
-        m.momentum = None  # cumulative average over all calibration batches
     was_training = model.training
     model.train()
     try:
         seen = 0
         for x in inputs:
+            n = int(x.shape[0])
+            for m in norms:
+                m.momentum = n / (seen + n)
             model(x)
-            seen += 1
+            seen += n
         if seen == 0:
             raise ValueError("BN recalibration needs at least one batch")
     finally:

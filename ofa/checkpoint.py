@@ -24,6 +24,9 @@ def atomic_write(path: Path, write: Any) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -54,6 +57,8 @@ def load_checkpoint(path: Path, space: dict | None = None) -> dict:
         raise OFAError(f"checkpoint {path} is truncated or not a torch file ({first[:160]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise OFAError(f"checkpoint {path} is not an OFA supernet checkpoint ({FORMAT})")
+    if not isinstance(payload.get("meta"), dict) or not isinstance(payload.get("model"), dict):
+        raise OFAError(f"checkpoint {path} lacks its metadata or weights")
     if space is not None and payload["meta"].get("space") != space:
         raise OFAError(f"checkpoint {path} was trained on a different search space than "
                        "params.yaml describes; retrain it or restore the matching params")

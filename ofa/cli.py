@@ -5,43 +5,19 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from ofa.cli_app import Options, app, load  # noqa: F401 - the app the commands attach to
 from ofa.errors import OFAError
 
 OFFLINE_ENV = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "False",
                "DISABLE_PANDERA_IMPORT_WARNING": "True"}
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Once-for-All: train one elastic supernet, specialize it per device.")
-
-
-@dataclass(frozen=True)
-class Options:
-    params: Path
-    preset: Optional[str]
-
-
-@app.callback()
-def _root(ctx: typer.Context,
-          params: Path = typer.Option(Path("params.yaml"), help="params file"),
-          preset: Optional[str] = typer.Option(None, help="overlay a shipped preset, e.g. smoke")) -> None:
-    ctx.obj = Options(params, preset)
-
-
-def _load(ctx: typer.Context):
-    from ofa.config import load_params
-
-    p = load_params(ctx.obj.params, ctx.obj.preset)
-    from ofa.distributed import set_threads
-
-    set_threads(p.train.threads)
-    return p
+_load = load
 
 
 @app.command()
@@ -61,7 +37,8 @@ def train(ctx: typer.Context,
 
 @app.command()
 def evaluate(ctx: typer.Context,
-             phase: str = typer.Option("expand2", help="evaluate this phase's checkpoint"),
+             phase: Optional[str] = typer.Option(None, help="evaluate this phase's checkpoint "
+                                                 "(default: the last shrinking phase)"),
              checkpoint: Optional[Path] = typer.Option(None, help="checkpoint path (overrides --phase)"),
              config: list[str] = typer.Option([], help="extra subnet config (string or JSON)"),
              splits: str = typer.Option("val,test", help="comma-separated splits"),
@@ -73,6 +50,7 @@ def evaluate(ctx: typer.Context,
     if bad or not chosen:
         raise OFAError(f"--splits: unknown split {bad[0] if bad else splits!r} (use val, test)")
     if checkpoint is None:
+        phase = phase or params.shrinking_order()[-1]
         params.phase(phase)
         checkpoint = Path(params.train.checkpoint_dir) / f"{phase}.pt"
     from rich.console import Console
@@ -124,22 +102,35 @@ def benchmark(ctx: typer.Context,
     atomic_write_text(output, json.dumps({"threads": params.train.threads, "rows": rows}, indent=2))
 
 
+from ofa import cli_specialize  # noqa: E402,F401 - registers the specialization commands
+
+
 def main() -> None:
     for k, v in OFFLINE_ENV.items():
         os.environ.setdefault(k, v)
     debug = os.environ.get("OFA_DEBUG", "") not in ("", "0")
     try:
-        app()
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except OFAError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except typer.TyperException as exc:  # usage errors: one line instead of click's box
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `ofa-cli`: help was shown
+            sys.exit(0)
+        fmt = getattr(exc, "format_message", None)
+        typer.echo(f"error: {fmt() if fmt else exc}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2) or 2)
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback by default
         if debug:
             raise
-        typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (set OFA_DEBUG=1 for details)",
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        typer.echo(f"error: unexpected {type(exc).__name__}: {first} (set OFA_DEBUG=1 for details)",
                    err=True)
         sys.exit(1)
 

@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
-from ofa.errors import OFAError
+from ofa.config_specialize import DeviceConfig, LatencyConfig, PredictorConfig, SearchConfig
+from ofa.errors import OFAError, require
 
 Activation = Literal["relu", "hswish"]
 
@@ -66,6 +67,8 @@ class SpaceConfig:
             _require(len(values) > 0 and len(set(values)) == len(values), f"space.{name}",
                      "must be a non-empty list without repeats")
             _require(all(1 <= v <= 9 for v in values), f"space.{name}", "values must be in 1..9")
+        _require(min(self.expand_choices) >= 2, "space.expand_choices",
+                 "expand ratios must be at least 2 (ratio 1 has no expansion layer to make elastic)")
         _require(all(k % 2 == 1 for k in self.kernel_choices), "space.kernel_choices",
                  "kernel sizes must be odd")
         _require(len(self.resolutions) > 0 and all(r >= 8 for r in self.resolutions),
@@ -151,6 +154,10 @@ class Params:
     space: SpaceConfig
     train: TrainConfig
     phases: dict[str, PhaseConfig] = field(default_factory=dict)
+    predictor: PredictorConfig = PredictorConfig()
+    latency: LatencyConfig = LatencyConfig()
+    search: SearchConfig = SearchConfig()
+    devices: dict[str, DeviceConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(len(self.phases) > 0, "phases", "needs at least one phase")
@@ -179,15 +186,19 @@ class Params:
 
         return max((chain(n) for n in self.phases), key=len)
 
+    def device(self, name: str) -> DeviceConfig:
+        if name not in self.devices:
+            known = ", ".join(self.devices) or "none"
+            raise OFAError(f"unknown device {name!r}; params.yaml registers: {known}")
+        return self.devices[name]
+
     def phase(self, name: str) -> PhaseConfig:
         if name not in self.phases:
             raise OFAError(f"unknown phase {name!r}; params.yaml defines: {', '.join(self.phases)}")
         return self.phases[name]
 
 
-def _require(ok: bool, key: str, why: str) -> None:
-    if not ok:
-        raise OFAError(f"params: {key}: {why}")
+_require = require
 
 
 def _build(tp: Any, value: Any, key: str) -> Any:
@@ -214,6 +225,8 @@ def _build(tp: Any, value: Any, key: str) -> Any:
             return tp(**kwargs)
         except OFAError as exc:
             msg = str(exc)
+            if tp is DeviceConfig and msg.startswith("params: devices.*."):
+                raise OFAError(f"params: {key}.{msg[len('params: devices.*.'):]}") from None
             if tp is PhaseConfig and msg.startswith("params: "):
                 raise OFAError(f"params: {key}.{msg[len('params: '):]}") from None
             raise

@@ -95,9 +95,14 @@ class _ArrayUnpickler(pickle.Unpickler):
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         d = _ArrayUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a dict, found {type(d).__name__}")
         data = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        return data, np.asarray(d[b"labels"], dtype=np.int64)
-    except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
+        labels = np.asarray(d[b"labels"], dtype=np.int64).reshape(-1)
+        if len(labels) != len(data):
+            raise ValueError(f"{len(data)} images but {len(labels)} labels")
+        return data, labels
+    except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as exc:
         raise OFAError(f"cannot read CIFAR-10 batch {path}: {exc}") from None
 
 

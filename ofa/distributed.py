@@ -56,3 +56,15 @@ def set_threads(threads: int) -> None:
     """Intra-op threads from params (0 keeps torch's default, which honours OMP_NUM_THREADS)."""
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+def average_buffers(module: torch.nn.Module, ctx: DistContext) -> None:
+    """Make BN running statistics identical on every rank (their mean) at epoch ends."""
+    if ctx.world == 1:
+        return
+    for buf in module.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf)
+            buf.div_(ctx.world)
+        else:
+            dist.broadcast(buf, 0)

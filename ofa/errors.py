@@ -3,3 +3,9 @@
 
 class OFAError(Exception):
     """A problem with the user's input or files, explained in one line."""
+
+
+def require(ok: bool, key: str, why: str) -> None:
+    """Refuse a params value, naming its dotted key."""
+    if not ok:
+        raise OFAError(f"params: {key}: {why}")

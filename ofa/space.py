@@ -59,7 +59,7 @@ class SubnetConfig:
         if text.startswith("{"):
             return cls.from_json(text)
         parts = dict((p[:1], p[1:]) for p in text.split("-") if p)
-        if set(parts) != {"r", "d", "k", "e"} or not all(v.isdigit() for v in parts.values()):
+        if set(parts) != {"r", "d", "k", "e"} or not all((v.isascii() and v.isdigit()) for v in parts.values()):
             raise OFAError(f"cannot parse subnet config {text!r}: expected 'r28-d4324-k...-e...' or JSON")
         return cls(tuple(map(int, parts["k"])), tuple(map(int, parts["e"])),
                    tuple(map(int, parts["d"])), int(parts["r"]))
@@ -83,6 +83,15 @@ class SearchSpace:
         self.n_stages = len(cfg.stages)
         self.max_depth = max(cfg.depth_choices)
         self.n_slots = self.n_stages * self.max_depth
+
+    def fingerprint(self) -> str:
+        """Identifies the space in artifacts (predictor, latency tables) so a mismatch is refused."""
+        import hashlib
+
+        from ofa.config import to_dict
+
+        text = json.dumps(to_dict(self.cfg), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     # -- fixed points of the space -------------------------------------------------------
     def full_choices(self) -> Choices:

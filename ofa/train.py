@@ -24,7 +24,7 @@ from torch import nn
 from ofa.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from ofa.config import Params, to_dict
 from ofa.data import Dataset, augment, batches, load_dataset, to_input
-from ofa.distributed import DistContext, all_sum, barrier
+from ofa.distributed import DistContext, all_sum, average_buffers, barrier
 from ofa.errors import OFAError
 from ofa.evaluate import EvalSettings, evaluate_subnet
 from ofa.nn.supernet import OFAMobileNetV3
@@ -88,12 +88,22 @@ def fingerprint(params: Params, phase: str) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
+def load_weights(module: nn.Module, state: dict, path: Path) -> None:
+    """load_state_dict, with a mismatch reported as one line naming the checkpoint."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OFAError(f"checkpoint {path} does not fit the supernet params.yaml describes "
+                       f"({first[:160]})") from None
+
+
 def load_supernet(params: Params, path: Path) -> tuple[OFAMobileNetV3, dict]:
     """A supernet with the weights of a finished phase's checkpoint."""
     space = SearchSpace(params.space)
     payload = load_checkpoint(path, to_dict(params.space))
     net = OFAMobileNetV3(space)
-    net.load_state_dict(payload["model"])
+    load_weights(net, payload["model"], path)
     return net, payload["meta"]
 
 
@@ -104,8 +114,8 @@ def _starting_point(params: Params, phase: str, net: OFAMobileNetV3,
     if rpath.is_file():
         payload = load_checkpoint(rpath, to_dict(params.space))
         if payload["meta"].get("fingerprint") == fingerprint(params, phase):
-            net.load_state_dict(payload["model"])
-            opt.load_state_dict(payload["optimizer"])
+            load_weights(net, payload["model"], rpath)
+            load_weights(opt, payload.get("optimizer", {}), rpath)
             log(f"resuming phase {phase} after epoch {payload['meta']['epoch']}")
             return int(payload["meta"]["epoch"]), list(payload["meta"]["history"])
         log(f"ignoring {rpath}: its params differ from params.yaml; starting phase {phase} afresh")
@@ -115,7 +125,7 @@ def _starting_point(params: Params, phase: str, net: OFAMobileNetV3,
         if not src.is_file():
             raise OFAError(f"phase {phase} starts from {src}, which does not exist yet: "
                            f"run `ofa-cli train --phase {ph.init_from}` first")
-        net.load_state_dict(load_checkpoint(src, to_dict(params.space))["model"])
+        load_weights(net, load_checkpoint(src, to_dict(params.space))["model"], src)
         if ph.sort_channels:
             net.sort_channels()
     return 0, []
@@ -147,6 +157,9 @@ def train_phase(params: Params, phase: str, ctx: DistContext = DistContext(),
     if ctx.world > 1:
         model = nn.parallel.DistributedDataParallel(net, find_unused_parameters=True)
     choices = space.phase_choices(ph)
+    if tc.batch_size % ctx.world:
+        raise OFAError(f"params: train.batch_size: {tc.batch_size} is not divisible by the "
+                       f"{ctx.world} DDP processes")
     per_rank = tc.batch_size // ctx.world
     n_images = min(ph.images_per_epoch or len(data.train), len(data.train))
     steps = n_images // tc.batch_size
@@ -195,6 +208,7 @@ def train_phase(params: Params, phase: str, ctx: DistContext = DistContext(),
                            f"acc {sums[1] / sums[2]:.3f} {ips:.0f} img/s lr {lr:.4f}")
             seconds = time.perf_counter() - t0
             loss_sum, correct, seen = all_sum(sums, ctx)
+            average_buffers(net, ctx)
             row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                    "images_per_s": steps * tc.batch_size / seconds, "seconds": seconds,
                    "lr_end": lr}
@@ -213,6 +227,10 @@ def train_phase(params: Params, phase: str, ctx: DistContext = DistContext(),
         save_checkpoint(final, net.state_dict(), meta)
         _write_report(report, phase, history, complete=True)
         resume_path(params, phase).unlink(missing_ok=True)
+        try:
+            resume_path(params, phase).parent.rmdir()  # only if no other phase is mid-run
+        except OSError:
+            pass
     barrier(ctx)
     return PhaseResult(final, report, history, net)
 

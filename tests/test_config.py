@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
+import yaml
 
 from conftest import ROOT
 from ofa.config import deep_merge, load_params, params_from_dict, preset, read_yaml
@@ -16,72 +18,94 @@ from ofa.space import SearchSpace
 
 @pytest.fixture()
 def raw() -> dict:
-    return copy.deepcopy(read_yaml(ROOT / "params.yaml"))
+    out = copy.deepcopy(read_yaml(ROOT / "params.yaml"))
+    out.pop("preset", None)
+    return out
+
+
+def _walk(d, path: str):
+    """`a.b[0].c` -> (parent container, last key)."""
+    keys = [int(k) if k.isdigit() else k for k in re.findall(r"[^.\[\]]+", path)]
+    for k in keys[:-1]:
+        d = d[k]
+    return d, keys[-1]
 
 
 def _del(d: dict, path: str) -> None:
-    *head, last = path.split(".")
-    for k in head:
-        d = d[k]
-    del d[last]
+    parent, last = _walk(d, path)
+    del parent[last]
 
 
 def _set(d: dict, path: str, value) -> None:
-    *head, last = path.split(".")
-    for k in head:
-        d = d[k]
-    d[last] = value
+    parent, last = _walk(d, path)
+    parent[last] = value
 
 
 def test_defaults_load(raw):
-    p = params_from_dict({k: v for k, v in raw.items() if k != "preset"})
+    p = params_from_dict(raw)
     assert p.shrinking_order() == ["teacher", "kernel", "depth1", "depth2", "expand1", "expand2"]
-    assert p.data.val_size == 10000 and len(p.space.stages) >= 4
+    assert p.data.val_size == 10000 and p.data.name == "fashion_mnist"
+    assert [s.width for s in p.space.stages] == [24, 40, 64, 96]
+    assert p.phase("kernel").init_from == "teacher" and p.phase("expand1").sort_channels
+    assert load_params(ROOT / "params.yaml") == p
 
 
-@pytest.mark.parametrize("path", ["space.stages", "train.batch_size", "phases.kernel.lr", "data"])
+@pytest.mark.parametrize("path", ["space.stages", "train.batch_size", "phases.kernel.lr", "data",
+                                  "space.stages[1].se", "space.stem.act"])
 def test_missing_key_is_named(raw, path):
     _del(raw, path)
-    raw.pop("preset")
-    with pytest.raises(OFAError, match=f"{path}: missing key"):
+    with pytest.raises(OFAError, match=re.escape(f"{path}: missing key")):
+        params_from_dict(raw)
+
+
+@pytest.mark.parametrize("path, value, key", [
+    ("trian", {}, "trian"),
+    ("phases.kernel.epoch", 3, "phases.kernel.epoch"),
+    ("space.stages[0].sE", True, "space.stages[0].sE"),
+    ("data.val_sise", 5, "data.val_sise"),
+])
+def test_misspelled_key_is_named(raw, path, value, key):
+    _set(raw, path, value)
+    with pytest.raises(OFAError, match=re.escape(f"{key}: unknown key")):
         params_from_dict(raw)
 
 
 @pytest.mark.parametrize("path, value, needle", [
-    ("trian", {}, "trian: unknown key"),
-    ("phases.kernel.epoch", 3, "phases.kernel.epoch: unknown key"),
-    ("space.stages", [{"width": 24, "stride": 1, "act": "relu", "sE": True}], r"space.stages\[0\].sE: unknown key"),
+    ("phases.kernel.epochs", 0, "phases.kernel.epochs: must be positive"),
+    ("phases.depth1.lr", -0.1, "phases.depth1.lr: must be positive"),
+    ("data.val_size", -1, "data.val_size: must be positive"),
+    ("space.stages[0].stride", 3, "space.stages[0].stride: must be 1 or 2"),
+    ("space.stages[2].width", 20, "space.stages[2].width: must be a positive multiple of 8"),
+    ("phases.kernel.kernel", [9], "phases.kernel.kernel: values [9] not in the space's choices"),
+    ("phases.expand2.expand", [3, 8], "phases.expand2.expand: values [8]"),
+    ("phases.kernel.init_from", "nope", "phases.kernel.init_from: unknown phase 'nope'"),
+    ("space.stages[0].act", "gelu", "space.stages[0].act: 'gelu' is not one of"),
+    ("train.batch_size", "big", "train.batch_size: expected an integer, got 'big'"),
+    ("train.channels_last", "yes", "train.channels_last: expected true/false"),
+    ("space.kernel_choices", [3, 4], "space.kernel_choices: kernel sizes must be odd"),
+    ("space.resolutions", [4, 28], "space.resolutions"),
+    ("data.name", "mnist", "data.name: 'mnist'"),
 ])
-def test_misspelled_key_is_named(raw, path, value, needle):
+def test_bad_value_is_named(raw, path, value, needle):
     _set(raw, path, value)
-    raw.pop("preset")
-    with pytest.raises(OFAError, match=needle):
+    with pytest.raises(OFAError, match=re.escape(needle)):
         params_from_dict(raw)
 
 
-@pytest.mark.parametrize("path, value, needle", [
-    ("phases.kernel.epochs", 0, "phases.kernel.epochs"),
-    ("data.val_size", -1, "data.val_size"),
-    ("space.stages", [{"width": 24, "stride": 3, "act": "relu", "se": False}], r"space.stages\[0\].stride"),
-    ("space.stages", [{"width": 20, "stride": 1, "act": "relu", "se": False}], r"space.stages\[0\].width"),
-    ("phases.kernel.kernel", [9], "phases.kernel.kernel"),
-    ("phases.kernel.init_from", "nope", "phases.kernel.init_from"),
-    ("space.stages", [{"width": 24, "stride": 1, "act": "gelu", "se": False}], "gelu"),
-    ("train.batch_size", "big", "train.batch_size: expected an integer"),
-    ("space.kernel_choices", [3, 4], "odd"),
-])
-def test_out_of_range_is_named(raw, path, value, needle):
-    _set(raw, path, value)
-    raw.pop("preset")
-    with pytest.raises(OFAError, match=needle):
+def test_teacher_phase_is_required(raw):
+    raw["phases"] = {k: v for k, v in raw["phases"].items() if k == "naive"}
+    raw["phases"]["naive"].pop("init_from")
+    with pytest.raises(OFAError, match="phases.teacher"):
         params_from_dict(raw)
 
 
 def test_unknown_phase_and_preset(params):
     with pytest.raises(OFAError, match="unknown phase 'nope'"):
         params.phase("nope")
-    with pytest.raises(OFAError, match="unknown preset"):
+    with pytest.raises(OFAError, match="unknown preset 'nope'"):
         preset("nope")
+    with pytest.raises(OFAError, match="unknown preset 'nope'"):
+        load_params(ROOT / "params.yaml", "nope")
 
 
 def test_bad_files(tmp_path):
@@ -91,25 +115,70 @@ def test_bad_files(tmp_path):
     bad.write_text("data: [unclosed\n")
     with pytest.raises(OFAError, match="not valid YAML"):
         load_params(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(OFAError, match="mapping at the top level"):
+        load_params(bad)
 
 
-def test_preset_key_in_file_selects_overlay(tmp_path, raw):
-    import yaml
+def test_deep_merge_merges_mappings_and_replaces_lists():
+    base = {"a": {"x": 1, "y": [1, 2]}, "b": 2}
+    out = deep_merge(base, {"a": {"y": [3]}, "c": 4})
+    assert out == {"a": {"x": 1, "y": [3]}, "b": 2, "c": 4}
+    assert base == {"a": {"x": 1, "y": [1, 2]}, "b": 2}  # input untouched
 
+
+def test_smoke_preset(tmp_path, raw):
+    smoke = load_params(ROOT / "params.yaml", "smoke")
+    full = load_params(ROOT / "params.yaml")
+    overlay = preset("smoke")
+    assert smoke.data.subset == overlay["data"]["subset"] > 0
+    assert smoke.train.batch_size == overlay["train"]["batch_size"]
+    for name, ph in smoke.phases.items():
+        assert ph.images_per_epoch == overlay["phases"][name]["images_per_epoch"] < 1000
+        # only the overlaid keys change: the rest of the phase comes from params.yaml
+        assert (ph.kernel, ph.lr, ph.init_from) == (full.phases[name].kernel, full.phases[name].lr,
+                                                    full.phases[name].init_from)
+    assert smoke.space == full.space
+    # the `preset:` key in the file selects the same overlay
     raw["preset"] = "smoke"
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(raw))
-    assert load_params(path).data.subset == preset("smoke")["data"]["subset"]
-    assert load_params(ROOT / "params.yaml", "smoke").phase("teacher").images_per_epoch < 1000
+    assert load_params(path) == smoke
 
 
-def test_paper_imagenet_space_builds_and_runs(raw):
-    raw.pop("preset")
-    p = params_from_dict(deep_merge(raw, preset("imagenet")))
-    assert [s.width for s in p.space.stages] == [24, 40, 80, 112, 160]
-    space = SearchSpace(p.space)
+@pytest.fixture(scope="module")
+def imagenet():
+    return load_params(ROOT / "params.yaml", "imagenet")
+
+
+def test_imagenet_preset_is_the_papers_space(imagenet):
+    sp = imagenet.space
+    assert (sp.in_channels, sp.num_classes) == (3, 1000)
+    assert (sp.stem.width, sp.stem.stride, sp.stem.act) == (16, 2, "hswish")
+    fb = sp.first_block
+    assert (fb.width, fb.stride, fb.act, fb.se) == (16, 1, "relu", False)
+    assert [s.width for s in sp.stages] == [24, 40, 80, 112, 160]
+    assert [s.stride for s in sp.stages] == [2, 2, 2, 1, 2]
+    assert [s.act for s in sp.stages] == ["relu", "relu", "hswish", "hswish", "hswish"]
+    assert [s.se for s in sp.stages] == [False, True, False, True, True]
+    assert (sp.final_expand_width, sp.feature_width) == (960, 1280)
+    assert sp.resolutions == tuple(range(128, 225, 4))
+    assert (sp.kernel_choices, sp.expand_choices, sp.depth_choices) == ((3, 5, 7), (3, 4, 6), (2, 3, 4))
+    assert (imagenet.data.name, imagenet.data.image_size) == ("imagefolder", 224)
+
+
+def test_imagenet_space_builds_and_runs(imagenet):
+    space = SearchSpace(imagenet.space)
+    assert space.n_slots == 20
     torch.manual_seed(0)
     net = OFAMobileNetV3(space).eval()
+    x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         for cfg in (space.max_config(128), space.min_config(128)):
-            assert net(torch.randn(1, 3, 128, 128), cfg).shape == (1, 1000)
+            out = net(x, space.validate(cfg))
+            assert out.shape == (1, 1000) and torch.isfinite(out).all()
+        # 5 stride-2 layers in all (stem + 4 stages): 128 px -> 4 px before the pool
+        feats = net.first_block(net.stem(x))
+        for block, k, e in net.active_blocks(space.min_config(128)):
+            feats = block(feats, k, e)
+    assert feats.shape[-2:] == (4, 4) and feats.shape[1] == 160

@@ -79,9 +79,10 @@ def test_pipeline_reruns_only_what_changed(smoke_repo: Path):
     status = _run([dvc, "status", "--json"], smoke_repo, env)
     assert json.loads(status) == {}
     params = yaml.safe_load((smoke_repo / "params.yaml").read_text())
-    params["phases"]["expand2"]["lr"] = 0.01
+    params["phases"]["expand2"]["lr"] = 0.0123
     (smoke_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = set(json.loads(_run([dvc, "status", "--json"], smoke_repo, env)))
     assert changed == {"shrink@expand2"}, changed
-    dry = _run([dvc, "repro", "--dry"], smoke_repo, env)
-    assert "shrink@expand2" in dry and "evaluate" in dry and "'teacher'" not in dry
+    out = _run([dvc, "repro"], smoke_repo, env)
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"shrink@expand2", "evaluate"}, out

@@ -1,0 +1,103 @@
+"""`ofa-cli` commands of specialization: predictor, latency tables, search, export, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ofa.cli_app import app, load
+
+
+def _last_checkpoint(params, checkpoint: Optional[Path]) -> Path:
+    if checkpoint is not None:
+        return checkpoint
+    return Path(params.train.checkpoint_dir) / f"{params.shrinking_order()[-1]}.pt"
+
+
+@app.command("acc-dataset")
+def acc_dataset(ctx: typer.Context,
+                checkpoint: Optional[Path] = typer.Option(None, help="supernet (default: last phase)"),
+                n: Optional[int] = typer.Option(None, min=2, help="subnets (default: params)"),
+                progress: bool = typer.Option(True, help="show a progress bar")) -> None:
+    """Measure sampled subnets (BN-recalibrated, validation top-1) for the predictor dataset."""
+    params = load(ctx)
+    from ofa.predictor import build_acc_dataset
+
+    df = build_acc_dataset(params, _last_checkpoint(params, checkpoint), n=n,
+                           show_progress=progress)
+    typer.echo(f"wrote {params.predictor.dataset_path} ({len(df)} subnets, accuracy "
+               f"{100 * df['accuracy'].min():.2f}-{100 * df['accuracy'].max():.2f}%)")
+
+
+@app.command("fit-predictor")
+def fit_predictor(ctx: typer.Context) -> None:
+    """Fit the MLP accuracy predictor (and a ridge baseline); report RMSE and rank correlation."""
+    params = load(ctx)
+    from ofa.predictor import fit_predictor as fit
+
+    report = fit(params)
+    mlp = report["mlp"]
+    typer.echo(f"wrote {params.predictor.weights_path} and {params.predictor.report_path}: test "
+               f"RMSE {mlp['rmse_points']:.3f} points, Kendall tau {mlp['kendall_tau']:.3f}")
+
+
+@app.command()
+def latency(ctx: typer.Context, device: str = typer.Option(..., help="device from params.yaml"),
+            check: bool = typer.Option(True, help="also time random full subnets to check it")) -> None:
+    """Build the device's latency lookup table (and check it against end-to-end timings)."""
+    params = load(ctx)
+    params.device(device)
+    from ofa.latency import build_table, check_table
+
+    path = build_table(params, device)
+    typer.echo(f"wrote {path}")
+    if check:
+        res = check_table(params, device)
+        typer.echo(f"checked on {res['n']} subnets: {100 * res['within_10pct']:.0f}% within "
+                   f"+-10%, RMSE {res['rmse_ms']:.3f} ms ({res['rmse_pct']:.1f}%)")
+
+
+@app.command()
+def search(ctx: typer.Context, device: str = typer.Option(..., help="device from params.yaml"),
+           pareto: bool = typer.Option(True, help="also return the NSGA-II Pareto front")) -> None:
+    """Best predicted subnet for each of the device's constraints (regularized evolution)."""
+    params = load(ctx)
+    from ofa.specialize import run_search
+
+    typer.echo(f"wrote {run_search(params, device, pareto)}")
+
+
+@app.command()
+def export(ctx: typer.Context, device: str = typer.Option(..., help="device from params.yaml"),
+           checkpoint: Optional[Path] = typer.Option(None, help="supernet (default: last phase)")) -> None:
+    """Write the searched subnets as safetensors, TorchScript and ONNX, verified and timed."""
+    params = load(ctx)
+    from ofa.specialize import run_export
+
+    typer.echo(f"wrote {run_export(params, device, _last_checkpoint(params, checkpoint))}")
+
+
+@app.command()
+def report(ctx: typer.Context,
+           device: list[str] = typer.Option([], help="devices (default: all exported)"),
+           evaluation: Path = typer.Option(Path("reports/evaluate.json"), help="min/mid/max test acc."),
+           out_dir: Path = typer.Option(Path("reports"), help="where pareto.md/json/png go")) -> None:
+    """Pareto summary per device: specialized subnets against uniform baselines."""
+    params = load(ctx)
+    from ofa.report import print_table
+    from ofa.specialize import run_report
+
+    reports = run_report(params, list(device) or None, evaluation, out_dir)
+    print_table(reports)
+    typer.echo(f"wrote {out_dir / 'pareto.md'}")
+
+
+@app.command("benchmark-search")
+def benchmark_search(ctx: typer.Context, repeats: int = typer.Option(3, min=1)) -> None:
+    """Time one search with the paper's settings (batched vs one subnet at a time)."""
+    params = load(ctx)
+    from ofa.search import benchmark_search as bench
+
+    bench(params, repeats=repeats)

@@ -1,0 +1,98 @@
+"""Typed params of specialization: accuracy predictor, devices, latency tables, search.
+
+Kept apart from the training params (config.py) so each file stays small; `Params` holds both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ofa.errors import require
+
+Backend = Literal["torch", "torchscript", "onnxruntime"]
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """The accuracy dataset (measured subnets) and the MLP fitted on it."""
+
+    n_subnets: int = 400          # subnets measured for the dataset (min and max always included)
+    val_images: int = 2000        # validation images per subnet (0 = the whole split)
+    seed: int = 0
+    hidden: int = 400             # the paper: 3 hidden layers of 400
+    layers: int = 3
+    epochs: int = 300
+    lr: float = 1.0e-3
+    batch_size: int = 64
+    weight_decay: float = 1.0e-4
+    split: tuple[float, ...] = (0.7, 0.15, 0.15)  # train / validation / test, by config
+    dataset_path: str = "data/predictor/acc_dataset.parquet"
+    weights_path: str = "data/predictor/mlp.safetensors"
+    report_path: str = "reports/predictor.json"
+
+    def __post_init__(self) -> None:
+        require(self.n_subnets >= 10, "predictor.n_subnets", "must be at least 10")
+        require(self.val_images >= 0, "predictor.val_images", "must be >= 0 (0 = all)")
+        require(self.hidden > 0 and self.layers > 0, "predictor.hidden/layers", "must be positive")
+        require(self.epochs > 0 and self.lr > 0 and self.batch_size > 0,
+                "predictor.epochs/lr/batch_size", "must be positive")
+        require(len(self.split) == 3 and all(s > 0 for s in self.split)
+                and abs(sum(self.split) - 1.0) < 1e-6, "predictor.split",
+                "needs three positive fractions summing to 1 (train, validation, test)")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """One deployment target: how to run a subnet there and the constraints to meet."""
+
+    backend: Backend
+    threads: int = 1
+    batch_size: int = 1
+    device: Literal["cpu", "cuda"] = "cpu"
+    latency_ms: tuple[float, ...] = ()    # latency constraints to specialize for
+    flops_m: tuple[float, ...] = ()       # MMAC constraints to specialize for
+    table: str | None = None              # a table measured elsewhere (a phone): skip measuring
+
+    def __post_init__(self) -> None:
+        require(self.threads >= 1, "devices.*.threads", "must be at least 1")
+        require(self.batch_size >= 1, "devices.*.batch_size", "must be at least 1")
+        require(all(v > 0 for v in self.latency_ms + self.flops_m),
+                "devices.*.latency_ms/flops_m", "constraints must be positive")
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    warmup: int = 5
+    repeats: int = 21             # timings per layer; the table keeps median and spread
+    check_subnets: int = 50       # random full subnets timed end to end to check the table
+    seed: int = 0
+    table_dir: str = "data/latency"
+    report_dir: str = "reports/latency"
+
+    def __post_init__(self) -> None:
+        require(self.warmup >= 0, "latency.warmup", "must be >= 0")
+        require(self.repeats >= 3, "latency.repeats", "must be at least 3")
+        require(self.check_subnets >= 2, "latency.check_subnets", "must be at least 2")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The paper's regularized evolution settings (and NSGA-II's for the Pareto mode)."""
+
+    population: int = 100
+    generations: int = 500
+    parent_ratio: float = 0.25
+    mutation_ratio: float = 0.5
+    mutation_prob: float = 0.1
+    seed: int = 0
+    max_tries: int = 1000         # bound on rejection sampling of feasible subnets
+    output_dir: str = "data/search"
+
+    def __post_init__(self) -> None:
+        require(self.population >= 4, "search.population", "must be at least 4")
+        require(self.generations >= 1, "search.generations", "must be at least 1")
+        require(0 < self.parent_ratio < 1, "search.parent_ratio", "must be in (0, 1)")
+        require(0 < self.mutation_ratio < 1, "search.mutation_ratio", "must be in (0, 1)")
+        require(0 <= self.mutation_prob <= 1, "search.mutation_prob", "must be in [0, 1]")
+        require(self.max_tries >= 1, "search.max_tries", "must be at least 1")

@@ -1,0 +1,145 @@
+"""Subnet configs as integer gene arrays and as the paper's one-hot predictor features.
+
+Search scores a whole population per generation, so configs also live as a numpy array of
+choice indices, one row per subnet: kernel index per block slot, expand index per block slot,
+depth index per stage, resolution index. `SubnetConfig` stays the type every file and report
+uses; genes are the batched view of the same thing and convert both ways.
+
+Features (the paper's encoding): one-hot kernel and one-hot expand per block slot, all zeros
+for slots the depth skips, then a one-hot resolution. Depth is implied by the zero slots, so
+the features decode back to the canonical config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ofa.errors import OFAError
+from ofa.space import SearchSpace, SubnetConfig
+
+
+@dataclass(frozen=True)
+class GeneLayout:
+    """Column ranges of a gene row and the choice tables the indices point into."""
+
+    kernels: tuple[int, ...]
+    expands: tuple[int, ...]
+    depths: tuple[int, ...]
+    resolutions: tuple[int, ...]
+    n_stages: int
+    max_depth: int
+
+    @classmethod
+    def of(cls, space: SearchSpace) -> "GeneLayout":
+        c = space.cfg
+        return cls(tuple(sorted(c.kernel_choices)), tuple(sorted(c.expand_choices)),
+                   tuple(sorted(c.depth_choices)), tuple(sorted(c.resolutions)),
+                   space.n_stages, space.max_depth)
+
+    @property
+    def n_slots(self) -> int:
+        return self.n_stages * self.max_depth
+
+    @property
+    def width(self) -> int:
+        return 2 * self.n_slots + self.n_stages + 1
+
+    @property
+    def n_features(self) -> int:
+        return self.n_slots * (len(self.kernels) + len(self.expands)) + len(self.resolutions)
+
+    def cardinalities(self) -> np.ndarray:
+        """Number of choices of every gene column (for sampling and mutation)."""
+        return np.array([len(self.kernels)] * self.n_slots + [len(self.expands)] * self.n_slots
+                        + [len(self.depths)] * self.n_stages + [len(self.resolutions)])
+
+    # -- slices of a gene row ------------------------------------------------------------
+    def k(self, genes: np.ndarray) -> np.ndarray:
+        return genes[:, :self.n_slots]
+
+    def e(self, genes: np.ndarray) -> np.ndarray:
+        return genes[:, self.n_slots:2 * self.n_slots]
+
+    def d(self, genes: np.ndarray) -> np.ndarray:
+        return genes[:, 2 * self.n_slots:2 * self.n_slots + self.n_stages]
+
+    def r(self, genes: np.ndarray) -> np.ndarray:
+        return genes[:, -1]
+
+    def active(self, genes: np.ndarray) -> np.ndarray:
+        """Boolean (N, n_slots): which block slots each subnet runs (the first d per stage)."""
+        depth = np.asarray(self.depths)[self.d(genes)]  # N x stages
+        pos = np.tile(np.arange(self.max_depth), self.n_stages)  # position within its stage
+        stage_depth = np.repeat(depth, self.max_depth, axis=1)
+        return pos[None, :] < stage_depth
+
+
+def to_genes(space: SearchSpace, configs: Sequence[SubnetConfig]) -> np.ndarray:
+    lay = GeneLayout.of(space)
+    rows = np.empty((len(configs), lay.width), dtype=np.int64)
+    for i, cfg in enumerate(configs):
+        space.validate(cfg)
+        rows[i] = ([lay.kernels.index(k) for k in cfg.ks] + [lay.expands.index(e) for e in cfg.e]
+                   + [lay.depths.index(d) for d in cfg.d] + [lay.resolutions.index(cfg.r)])
+    return rows
+
+
+def from_genes(space: SearchSpace, genes: np.ndarray) -> list[SubnetConfig]:
+    lay = GeneLayout.of(space)
+    genes = np.asarray(genes).reshape(-1, lay.width)
+    ks, es, ds = (np.asarray(t) for t in (lay.kernels, lay.expands, lay.depths))
+    res = np.asarray(lay.resolutions)
+    return [SubnetConfig(tuple(int(v) for v in ks[lay.k(g[None])[0]]),
+                         tuple(int(v) for v in es[lay.e(g[None])[0]]),
+                         tuple(int(v) for v in ds[lay.d(g[None])[0]]), int(res[g[-1]]))
+            for g in genes]
+
+
+def canonical_genes(lay: GeneLayout, genes: np.ndarray) -> np.ndarray:
+    """Skipped slots set to index 0, so equal subnets have equal rows (for de-duplication)."""
+    out = np.array(genes, copy=True)
+    off = ~lay.active(out)
+    out[:, :lay.n_slots][off] = 0
+    out[:, lay.n_slots:2 * lay.n_slots][off] = 0
+    return out
+
+
+def encode(lay: GeneLayout, genes: np.ndarray) -> np.ndarray:
+    """The paper's one-hot features, float32 (N, n_features); skipped slots are all zero."""
+    genes = np.asarray(genes)
+    n, nk, ne = genes.shape[0], len(lay.kernels), len(lay.expands)
+    act = lay.active(genes)
+    rows = np.arange(n)[:, None]
+    slots = np.arange(lay.n_slots)[None, :]
+    kf = np.zeros((n, lay.n_slots, nk), np.float32)
+    kf[rows, slots, lay.k(genes)] = act
+    ef = np.zeros((n, lay.n_slots, ne), np.float32)
+    ef[rows, slots, lay.e(genes)] = act
+    rf = np.zeros((n, len(lay.resolutions)), np.float32)
+    rf[np.arange(n), lay.r(genes)] = 1.0
+    return np.concatenate([kf.reshape(n, -1), ef.reshape(n, -1), rf], axis=1)
+
+
+def decode(lay: GeneLayout, features: np.ndarray) -> np.ndarray:
+    """Features back to canonical genes; refuses rows that no config encodes to."""
+    f = np.asarray(features)
+    n, nk, ne = f.shape[0], len(lay.kernels), len(lay.expands)
+    if f.shape[1] != lay.n_features:
+        raise OFAError(f"features have {f.shape[1]} columns, the space needs {lay.n_features}")
+    kf = f[:, :lay.n_slots * nk].reshape(n, lay.n_slots, nk)
+    ef = f[:, lay.n_slots * nk:lay.n_slots * (nk + ne)].reshape(n, lay.n_slots, ne)
+    rf = f[:, lay.n_slots * (nk + ne):]
+    on = kf.sum(-1) > 0
+    if not (np.all(on == (ef.sum(-1) > 0)) and np.all(rf.sum(-1) == 1)):
+        raise OFAError("features are not a valid one-hot subnet encoding")
+    per_stage = on.reshape(n, lay.n_stages, lay.max_depth)
+    depth = per_stage.sum(-1)
+    prefix = np.arange(lay.max_depth)[None, None, :] < depth[..., None]
+    if not np.all(prefix == per_stage) or not np.all(np.isin(depth, lay.depths)):
+        raise OFAError("features switch on block slots that no depth choice runs")
+    d_idx = np.searchsorted(np.asarray(lay.depths), depth)
+    genes = np.concatenate([kf.argmax(-1), ef.argmax(-1), d_idx, rf.argmax(-1)[:, None]], axis=1)
+    return canonical_genes(lay, genes)

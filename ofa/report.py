@@ -1,0 +1,154 @@
+"""Pareto reports: what specialization chose per device, measured, against uniform baselines.
+
+Inputs are the export records (`models/<device>/export.json`: chosen subnets with measured
+test accuracy and latency, plus the uniformly scaled baselines' measured latency), the
+evaluation of min/mid/max subnets (`reports/evaluate.json`, their test accuracy) and the
+accuracy dataset (sampled subnets, validation accuracy). Outputs: `reports/pareto.md`,
+`reports/pareto.json` (a DVC metric) and `reports/pareto_<device>.png`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ofa.errors import OFAError
+
+COLUMNS = ("constraint", "config", "pred. acc %", "test acc %", "pred. ms", "measured ms",
+           "MMACs", "params", "best baseline within latency (test acc %)")
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    device: str
+    rows: list[dict]
+    baselines: list[dict]
+    sampled: list[dict]
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise OFAError(f"{what} {path} does not exist: run the step that writes it first") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OFAError(f"{what} {path} is not readable JSON ({exc})") from None
+
+
+def best_baseline_within(baselines: list[dict], latency_ms: float) -> dict | None:
+    """The most accurate baseline no slower than `latency_ms` (what one gets without search)."""
+    fast = [b for b in baselines if b["measured_latency_ms"] <= latency_ms]
+    return max(fast, key=lambda b: b["test_acc"]) if fast else None
+
+
+def load_device_report(export_json: Path, evaluate_json: Path,
+                       sampled: list[dict] | None = None) -> DeviceReport:
+    record = _read_json(export_json, "export record")
+    tests = {r["config"]: r["test_acc"] for r in _read_json(evaluate_json, "evaluation")["rows"]
+             if "test_acc" in r}
+    try:
+        baselines = [b | {"test_acc": tests[b["config"]]} for b in record["baselines"]
+                     if b["config"] in tests]
+        rows = list(record["chosen"])
+        device = str(record["device"])
+    except (KeyError, TypeError) as exc:
+        raise OFAError(f"export record {export_json} lacks {exc}") from None
+    return DeviceReport(device, rows, baselines, sampled or [])
+
+
+def _markdown(reports: list[DeviceReport]) -> str:
+    lines = ["# Specialized subnets per device", "",
+             "Test accuracy and latency are measured on the exported, BN-recalibrated subnets; "
+             "'pred.' columns are the accuracy predictor's and the latency table's estimates. "
+             "The last column is the best uniformly scaled subnet (min/mid/max at every "
+             "resolution) that is no slower on the device than the chosen one.", ""]
+    for rep in reports:
+        wins = ties = total = 0
+        lines += [f"## {rep.device}", "", "| " + " | ".join(COLUMNS) + " |",
+                  "|" + "---|" * len(COLUMNS)]
+        for r in rep.rows:
+            base = best_baseline_within(rep.baselines, r["measured_latency_ms"])
+            if base is None:
+                base_txt = "none as fast"
+            else:
+                total += 1
+                delta = 100 * (r["test_acc"] - base["test_acc"])
+                wins += delta > 0.05
+                ties += abs(delta) <= 0.05
+                base_txt = f"{100 * base['test_acc']:.2f} ({delta:+.2f})"
+            lines.append(
+                f"| {r['constraint']} | `{r['config']}` | {100 * r['predicted_acc']:.2f} | "
+                f"{100 * r['test_acc']:.2f} | {r['predicted_latency_ms']:.3f} | "
+                f"{r['measured_latency_ms']:.3f} | {r['macs'] / 1e6:.2f} | {r['params']} | {base_txt} |")
+        lines += ["", f"Specialization beats the best no-slower uniform baseline in {wins} of "
+                  f"{total} comparable constraints (ties within 0.05 points: {ties}).", ""]
+    return "\n".join(lines)
+
+
+def _plot(rep: DeviceReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ofa.checkpoint import atomic_write
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    if rep.sampled:
+        ax.scatter([s["latency_ms"] for s in rep.sampled], [100 * s["accuracy"] for s in rep.sampled],
+                   s=8, c="0.7", label="sampled subnets (validation acc., predicted latency)")
+    for kind, marker in (("min", "v"), ("mid", "o"), ("max", "^")):
+        pts = [b for b in rep.baselines if b["name"] == kind]
+        ax.scatter([b["measured_latency_ms"] for b in pts], [100 * b["test_acc"] for b in pts],
+                   marker=marker, s=40, label=f"uniform {kind} (each resolution)")
+    pts = sorted(rep.rows, key=lambda r: r["measured_latency_ms"])
+    ax.plot([r["measured_latency_ms"] for r in pts], [100 * r["test_acc"] for r in pts], "r*-",
+            ms=12, label="specialized (this report)")
+    ax.set_xlabel(f"latency on {rep.device} (ms, measured)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"Once-for-All specialization: {rep.device}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)
+
+
+def write_report(reports: list[DeviceReport], out_dir: Path) -> dict:
+    """Write pareto.md, pareto.json and one PNG per device; returns the JSON summary."""
+    from ofa.checkpoint import atomic_write_text
+
+    if not reports:
+        raise OFAError("no device has exported subnets yet: run `ofa-cli export --device NAME`")
+    out_dir = Path(out_dir)
+    summary = {}
+    for rep in reports:
+        _plot(rep, out_dir / f"pareto_{rep.device}.png")
+        summary[rep.device] = {r["constraint"]: {"test_acc": r["test_acc"],
+                                                 "measured_latency_ms": r["measured_latency_ms"],
+                                                 "predicted_acc": r["predicted_acc"]}
+                               for r in rep.rows}
+    atomic_write_text(out_dir / "pareto.md", _markdown(reports))
+    atomic_write_text(out_dir / "pareto.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def print_table(reports: list[DeviceReport]) -> None:
+    """The same rows in the terminal (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for rep in reports:
+        table = Table(title=f"{rep.device}: specialized subnets")
+        for col in COLUMNS:
+            table.add_column(col)
+        for r in rep.rows:
+            base = best_baseline_within(rep.baselines, r["measured_latency_ms"])
+            table.add_row(r["constraint"], r["config"], f"{100 * r['predicted_acc']:.2f}",
+                          f"{100 * r['test_acc']:.2f}", f"{r['predicted_latency_ms']:.3f}",
+                          f"{r['measured_latency_ms']:.3f}", f"{r['macs'] / 1e6:.2f}",
+                          str(r["params"]),
+                          "-" if base is None else f"{100 * base['test_acc']:.2f}")
+        console.print(table)

@@ -1,0 +1,170 @@
+"""Specialize for one device: search under its constraints, export the chosen subnets, report.
+
+The steps here wire the pieces together (predictor, latency table, evolution, export); each
+is one function of params and paths that the CLI, the DVC stages and the Prefect flows call.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ofa.config import Params
+from ofa.errors import OFAError
+from ofa.space import SearchSpace, SubnetConfig
+
+SEARCH_FORMAT = "ofa-search/1"
+
+
+def search_path(params: Params, device: str) -> Path:
+    return Path(params.search.output_dir) / f"{device}.json"
+
+
+def export_dir(params: Params, device: str) -> Path:
+    return Path("models") / device
+
+
+def table_path(params: Params, device: str) -> Path:
+    return Path(params.latency.table_dir) / f"{device}.parquet"
+
+
+def _constraints(params: Params, device: str, model) -> list:
+    from ofa.search.evolution import Constraint
+
+    dev = params.device(device)
+    out = [Constraint("latency_ms", model.predict_genes, limit) for limit in dev.latency_ms]
+    out += [Constraint("flops_m", lambda g: model.macs_genes(g) / 1e6, limit)
+            for limit in dev.flops_m]
+    if not out:
+        raise OFAError(f"params: devices.{device}: lists no latency_ms or flops_m constraints")
+    return out
+
+
+def run_search(params: Params, device: str, pareto: bool = True) -> Path:
+    """Best predicted subnet per constraint (regularized evolution) plus the NSGA-II front."""
+    import numpy as np
+
+    from ofa.checkpoint import atomic_write_text
+    from ofa.encoding import GeneLayout, from_genes
+    from ofa.latency import LatencyModel
+    from ofa.predictor import load_predictor
+    from ofa.search.evolution import evolve
+    from ofa.search.nsga import nsga2
+
+    params.device(device)
+    space = SearchSpace(params.space)
+    layout = GeneLayout.of(space)
+    predictor = load_predictor(params, Path(params.predictor.weights_path))
+    model = LatencyModel.load(table_path(params, device), space)
+    results = []
+    for c in _constraints(params, device, model):
+        res = evolve(layout, predictor.predict_genes, [c], params.search)
+        g = res.genes[None, :]
+        cfg = from_genes(space, g)[0]
+        results.append({"constraint": f"{c.name}<={c.limit:g}", "name": c.name, "limit": c.limit,
+                        "config": str(cfg), "predicted_acc": float(res.score),
+                        "predicted_latency_ms": float(model.predict_genes(g)[0]),
+                        "macs": int(model.macs_genes(g)[0]),
+                        "params": int(model.params_genes(g)[0])})
+    front = []
+    if pareto:
+        for g, score, objs in nsga2(layout, predictor.predict_genes, [model.predict_genes],
+                                    params.search):
+            front.append({"config": str(from_genes(space, np.asarray(g)[None])[0]),
+                          "predicted_acc": float(score), "predicted_latency_ms": float(objs[0])})
+        front.sort(key=lambda r: r["predicted_latency_ms"])
+    out = search_path(params, device)
+    atomic_write_text(out, json.dumps({"format": SEARCH_FORMAT, "device": device,
+                                       "space": space.fingerprint(), "results": results,
+                                       "pareto_front": front}, indent=2))
+    return out
+
+
+def read_search(params: Params, device: str) -> dict:
+    path = search_path(params, device)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise OFAError(f"{path} does not exist: run `ofa-cli search --device {device}` first") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise OFAError(f"{path} is not a search result ({exc})") from None
+    if not isinstance(record, dict) or record.get("format") != SEARCH_FORMAT:
+        raise OFAError(f"{path} is not a search result ({SEARCH_FORMAT})")
+    if record.get("space") != SearchSpace(params.space).fingerprint():
+        raise OFAError(f"{path} was searched in another search space; rerun the search")
+    return record
+
+
+def baseline_configs(space: SearchSpace) -> list[tuple[str, SubnetConfig]]:
+    """Uniformly scaled subnets (same kernel/expand/depth everywhere) at every resolution."""
+    return [(name, getattr(space, f"{name}_config")(r))
+            for name in ("min", "mid", "max") for r in space.cfg.resolutions]
+
+
+def run_export(params: Params, device: str, checkpoint: Path) -> Path:
+    """Export every searched subnet for the device; time them and the baselines there."""
+    from ofa.checkpoint import atomic_write_text
+    from ofa.data import load_dataset
+    from ofa.evaluate import EvalSettings
+    from ofa.export import build_static, constraint_dirname, export_choice
+    from ofa.latency import end_to_end_ms
+    from ofa.train import load_supernet
+
+    dev = params.device(device)
+    record = read_search(params, device)
+    net, _ = load_supernet(params, checkpoint)
+    space = net.space
+    data = load_dataset(params.data)
+    settings = EvalSettings.from_train(params.train)
+    in_c = space.cfg.in_channels
+
+    def measure(module, r: int) -> float:
+        return end_to_end_ms(module, dev, r, in_c, params.latency)
+
+    folder = export_dir(params, device)
+    chosen = []
+    for row in record["results"]:
+        cfg = space.validate(SubnetConfig.parse(row["config"]))
+        sub = folder / constraint_dirname(row["name"], row["limit"])
+        rec = export_choice(net, cfg, sub, data, settings, measure, extra={"device": device})
+        chosen.append(row | {"test_acc": rec["test_acc"], "measured_latency_ms":
+                             rec["measured_latency_ms"], "folder": str(sub)})
+    baselines = [{"name": name, "config": str(cfg), "resolution": cfg.r,
+                  "measured_latency_ms": measure(build_static(space, cfg), cfg.r)}
+                 for name, cfg in baseline_configs(space)]
+    out = folder / "export.json"
+    atomic_write_text(out, json.dumps({"device": device, "checkpoint": str(checkpoint),
+                                       "chosen": chosen, "baselines": baselines}, indent=2))
+    return out
+
+
+def run_report(params: Params, devices: list[str] | None = None,
+               evaluate_json: Path = Path("reports/evaluate.json"),
+               out_dir: Path = Path("reports")) -> list:
+    """Pareto report over every device that has exported subnets (or the given ones)."""
+    from ofa.report import load_device_report, write_report
+
+    names = devices or [d for d in params.devices if (export_dir(params, d) / "export.json").is_file()]
+    for d in names:
+        params.device(d)
+    reports = [load_device_report(export_dir(params, d) / "export.json", evaluate_json,
+                                  _sampled(params, d)) for d in names]
+    write_report(reports, out_dir)
+    return reports
+
+
+def _sampled(params: Params, device: str) -> list[dict]:
+    """The accuracy dataset's subnets with their predicted latency on the device (plot cloud)."""
+    path = Path(params.predictor.dataset_path)
+    if not path.is_file() or not table_path(params, device).is_file():
+        return []
+    import pandas as pd
+
+    from ofa.encoding import to_genes
+    from ofa.latency import LatencyModel
+
+    space = SearchSpace(params.space)
+    df = pd.read_parquet(path)
+    genes = to_genes(space, [SubnetConfig.parse(c) for c in df["config"]])
+    lat = LatencyModel.load(table_path(params, device), space).predict_genes(genes)
+    return [{"accuracy": float(a), "latency_ms": float(t)} for a, t in zip(df["accuracy"], lat)]

@@ -1,0 +1,90 @@
+"""Export: the three formats agree with the supernet, load back, and never land half-written."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from ofa.errors import OFAError
+from ofa.evaluate import EvalSettings
+from ofa.export import (CONFIG, ONNX, TORCHSCRIPT, WEIGHTS, build_static, export_choice,
+                        load_exported, write_model)
+
+SEEDS = [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A tiny real Fashion-MNIST dataset (first images of each split)."""
+    from ofa.config import load_params
+    from ofa.data import Dataset, Split, load_dataset
+    from tests.conftest import ROOT
+
+    full = load_dataset(load_params(ROOT / "params.yaml").data)
+    cut = lambda s, n: Split(s.images[:n], s.labels[:n])  # noqa: E731
+    return Dataset(cut(full.train, 64), cut(full.val, 64), cut(full.test, 64), full.mean,
+                   full.std, full.num_classes)
+
+
+@pytest.fixture(scope="module")
+def plain_supernet(space):
+    """Freshly initialised (logits of ordinary size, as a trained network's are)."""
+    from ofa.nn.supernet import OFAMobileNetV3
+
+    torch.manual_seed(0)
+    return OFAMobileNetV3(space).eval()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_exported_formats_match_the_supernet(plain_supernet, space, data, tmp_path, seed):
+    cfg = space.sample(random.Random(seed))
+    settings = EvalSettings(batch_size=32, calib_images=32, channels_last=False)
+    rec = export_choice(plain_supernet, cfg, tmp_path / "m", data, settings,
+                        measure_latency=lambda net, r: 1.5, check_images=16)
+    folder = tmp_path / "m"
+    assert {WEIGHTS, CONFIG, TORCHSCRIPT, ONNX} <= {p.name for p in folder.iterdir()}
+    assert rec["onnx_max_abs_diff"] <= 1e-4 and 0.0 <= rec["test_acc"] <= 1.0
+    assert rec["measured_latency_ms"] == 1.5
+    assert json.loads((folder / CONFIG).read_text())["config_str"] == str(cfg)
+    x = torch.randn(3, space.cfg.in_channels, cfg.r, cfg.r)
+    loaded = load_exported(space, folder)
+    scripted = torch.jit.load(str(folder / TORCHSCRIPT))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), loaded(x))
+
+
+def test_failed_export_keeps_the_previous_model(supernet, space, tmp_path):
+    cfg = space.min_config()
+    net = supernet.export(cfg).eval()
+    x = torch.randn(4, space.cfg.in_channels, cfg.r, cfg.r)
+    folder = tmp_path / "latency_ms-3"
+    write_model(net, cfg, space, folder, x)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    wrong = torch.randn(4, space.cfg.in_channels + 1, cfg.r, cfg.r)  # export fails on these
+    with pytest.raises(Exception):
+        write_model(net, cfg, space, folder, wrong)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["latency_ms-3"]  # no temp folders left
+
+
+def test_loading_into_another_space_is_refused(supernet, space, tmp_path):
+    cfg = space.max_config()
+    write_model(supernet.export(cfg).eval(), cfg, space, tmp_path / "m",
+                torch.randn(2, space.cfg.in_channels, cfg.r, cfg.r))
+    meta = json.loads((tmp_path / "m" / CONFIG).read_text())
+    meta["space"] = "0" * 16
+    (tmp_path / "m" / CONFIG).write_text(json.dumps(meta))
+    with pytest.raises(OFAError, match="another search space"):
+        load_exported(space, tmp_path / "m")
+    with pytest.raises(OFAError, match="missing or unreadable"):
+        load_exported(space, tmp_path / "absent")
+
+
+def test_build_static_refuses_configs_outside_the_space(space):
+    cfg = space.max_config()
+    bad = type(cfg)(cfg.ks, cfg.e, cfg.d, 99)
+    with pytest.raises(OFAError, match="resolution 99"):
+        build_static(space, bad)

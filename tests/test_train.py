@@ -1,0 +1,124 @@
+"""Training: checkpoints, resume after a real kill, sampling, and the loss pieces."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_params
+from ofa.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from ofa.config import load_params
+from ofa.errors import OFAError
+from ofa.train import lr_at, soft_cross_entropy, step_configs
+
+RESUME_PHASE = {"teacher": {"epochs": 3, "images_per_epoch": 512}}
+
+
+def _train(cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "ofa.cli", "--params", "params.yaml", "train",
+                             "--phase", "teacher", "--no-progress"], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path: Path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        tiny_params(d, **RESUME_PHASE)
+    proc = _train(b)
+    resume = b / "ckpt" / ".resume" / "teacher.pt"
+    deadline = time.monotonic() + 300
+    while not resume.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (b / "ckpt" / "teacher.pt").exists(), "run finished before the kill: raise images_per_epoch"
+    assert resume.exists(), proc.communicate()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert load_checkpoint(resume)["meta"]["epoch"] < 3
+    outs = {}
+    for d in (b, a):  # b resumes, a runs uninterrupted
+        outs[d], err = _train(d).communicate(timeout=600)
+        assert (d / "ckpt" / "teacher.pt").is_file(), err
+    assert "resuming phase teacher" in outs[b] and "resuming" not in outs[a]
+    wa, wb = (load_checkpoint(d / "ckpt" / "teacher.pt")["model"] for d in (a, b))
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=k)
+    history = json.loads((b / "reports" / "teacher.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert not resume.exists()
+
+
+def test_changed_params_do_not_resume(tmp_path: Path):
+    tiny_params(tmp_path, teacher={"epochs": 1})
+    from ofa.train import train_phase
+
+    params = load_params(tmp_path / "params.yaml")
+    first = train_phase(params, "teacher", show_progress=False)
+    save_checkpoint(tmp_path / "ckpt" / ".resume" / "teacher.pt", first.model.state_dict(),
+                    {"space": load_checkpoint(first.checkpoint)["meta"]["space"], "fingerprint": "x",
+                     "epoch": 1, "history": []})
+    again = train_phase(params, "teacher", show_progress=False)
+    assert len(again.history) == 1  # started afresh instead of resuming a foreign state
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path: Path, params):
+    from ofa.config import to_dict
+
+    path = tmp_path / "c.pt"
+    space = to_dict(params.space)
+    save_checkpoint(path, {"w": torch.ones(3)}, {"space": space, "epoch": 2})
+    payload = torch.load(path, weights_only=True)
+    assert payload["meta"]["epoch"] == 2
+    assert torch.equal(load_checkpoint(path, space)["model"]["w"], torch.ones(3))
+    other = {**space, "num_classes": 3}
+    with pytest.raises(OFAError, match="different search space"):
+        load_checkpoint(path, other)
+    with pytest.raises(OFAError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path):
+    path = tmp_path / "f.txt"
+    path.write_text("old")
+
+    def boom(p: Path) -> None:
+        p.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, boom)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+@pytest.mark.parametrize("phase", ["depth1", "expand2"])
+def test_step_configs(space, params, phase):
+    ph = params.phase(phase)
+    ch = space.phase_choices(ph)
+    plain = step_configs(space, random.Random(0), ch, 24, 4, sandwich=False)
+    sand_rng = random.Random(0)
+    sand = step_configs(space, sand_rng, ch, 24, 4, sandwich=True)
+    assert sand[0] == space.largest(ch, 24) and sand[1] == space.smallest(ch, 24)
+    assert sand[2:] == plain[2:]
+    for cfg in plain:
+        assert set(cfg.ks) <= set(ph.kernel) and set(cfg.e) <= set(ph.expand) and cfg.r == 24
+
+
+def test_schedule_and_losses():
+    assert lr_at(0, 100, 10, 1.0) == pytest.approx(0.1)
+    assert lr_at(10, 100, 10, 1.0) == pytest.approx(1.0)
+    assert lr_at(99, 100, 10, 1.0) < 0.01
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    target = torch.softmax(logits, 1)
+    entropy = -(target * target.log()).sum(1).mean()
+    torch.testing.assert_close(soft_cross_entropy(logits, target), entropy)
+    assert soft_cross_entropy(logits, target.flip(1)) > entropy
