@@ -59,6 +59,17 @@ def latency(ctx: typer.Context, device: str = typer.Option(..., help="device fro
                    f"+-10%, RMSE {res['rmse_ms']:.3f} ms ({res['rmse_pct']:.1f}%)")
 
 
+@app.command("latency-layers")
+def latency_layers(ctx: typer.Context,
+                   output: Path = typer.Option(Path("layers.csv"), help="CSV to write")) -> None:
+    """List every layer a latency table needs, to time them on a device elsewhere."""
+    params = load(ctx)
+    from ofa.latency import write_layer_list
+    from ofa.space import SearchSpace
+
+    typer.echo(f"wrote {write_layer_list(SearchSpace(params.space), output)}")
+
+
 @app.command()
 def search(ctx: typer.Context, device: str = typer.Option(..., help="device from params.yaml"),
            pareto: bool = typer.Option(True, help="also return the NSGA-II Pareto front")) -> None:
@@ -101,3 +112,27 @@ def benchmark_search(ctx: typer.Context, repeats: int = typer.Option(3, min=1)) 
     from ofa.search import benchmark_search as bench
 
     bench(params, repeats=repeats)
+
+
+@app.command()
+def deploy(ctx: typer.Context) -> None:
+    """Serve the Prefect deployments (new-devices on its cron) against a running Prefect API."""
+    params = load(ctx)
+    from flows.deploy import serve_deployments
+
+    cron = params.orchestration.new_devices_cron
+    typer.echo(f"serving deployments; new-devices runs on '{cron}' (Ctrl-C stops)")
+    serve_deployments(str(ctx.obj.params), ctx.obj.preset)
+
+
+@app.command()
+def validate(ctx: typer.Context,
+             what: str = typer.Argument(..., help="data | acc-dataset | latency"),
+             device: Optional[str] = typer.Option(None, help="device (for latency)")) -> None:
+    """Great Expectations gate on an artifact; writes reports/validation/<suite>.json/.html."""
+    params = load(ctx)
+    from ofa.validation import gate
+
+    res = gate(params, what, device)
+    typer.echo(f"validation '{res['suite']}' passed ({len(res['results'])} expectations, "
+               f"{res['rows']} rows)")

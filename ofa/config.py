@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
-from ofa.config_specialize import DeviceConfig, LatencyConfig, PredictorConfig, SearchConfig
+from ofa.config_specialize import (DeviceConfig, LatencyConfig, OrchestrationConfig,
+                                   PredictorConfig, SearchConfig)
 from ofa.errors import OFAError, require
 
 Activation = Literal["relu", "hswish"]
@@ -158,6 +159,7 @@ class Params:
     latency: LatencyConfig = LatencyConfig()
     search: SearchConfig = SearchConfig()
     devices: dict[str, DeviceConfig] = field(default_factory=dict)
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     def __post_init__(self) -> None:
         _require(len(self.phases) > 0, "phases", "needs at least one phase")

@@ -88,6 +88,7 @@ class SearchConfig:
     seed: int = 0
     max_tries: int = 1000         # bound on rejection sampling of feasible subnets
     output_dir: str = "data/search"
+    models_dir: str = "models"    # export: models/<device>/<constraint>/
 
     def __post_init__(self) -> None:
         require(self.population >= 4, "search.population", "must be at least 4")
@@ -96,3 +97,17 @@ class SearchConfig:
         require(0 < self.mutation_ratio < 1, "search.mutation_ratio", "must be in (0, 1)")
         require(0 <= self.mutation_prob <= 1, "search.mutation_prob", "must be in [0, 1]")
         require(self.max_tries >= 1, "search.max_tries", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class OrchestrationConfig:
+    """Prefect deployments and the Dask cluster that fans evaluation out."""
+
+    new_devices_cron: str = "*/30 * * * *"   # how often `new-devices` looks for new entries
+    dask_address: str | None = None          # a scheduler address; None = a LocalCluster
+    dask_workers: int = 2                    # LocalCluster workers
+
+    def __post_init__(self) -> None:
+        require(len(self.new_devices_cron.split()) == 5, "orchestration.new_devices_cron",
+                "must be a 5-field cron expression")
+        require(self.dask_workers >= 1, "orchestration.dask_workers", "must be at least 1")

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -77,12 +78,13 @@ def write_model(model: nn.Module, cfg: SubnetConfig, space: SearchSpace, folder:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"config": cfg.to_json(),
                                                        "space": space.fingerprint()})
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning))
             traced = torch.jit.trace(model, x[:1])
-        traced.save(str(tmp / TORCHSCRIPT))
-        torch.onnx.export(model, (x[:1],), str(tmp / ONNX), dynamo=False, input_names=["image"],
-                          output_names=["logits"], opset_version=17,
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+            traced.save(str(tmp / TORCHSCRIPT))
+            torch.onnx.export(model, (x[:1],), str(tmp / ONNX), dynamo=False, input_names=["image"],
+                              output_names=["logits"], opset_version=17,
+                              dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
         diff = _onnx_max_diff(tmp / ONNX, model, x)
         if not diff <= ONNX_TOLERANCE:
             raise OFAError(f"ONNX export of {cfg} differs from PyTorch by {diff:.2e} "
@@ -112,7 +114,7 @@ def constraint_dirname(name: str, limit: float) -> str:
 
 def export_choice(supernet: nn.Module, cfg: SubnetConfig, folder: Path, data, settings,
                   measure_latency: Callable[[nn.Module, int], float] | None = None,
-                  check_images: int = 256, extra: dict | None = None) -> dict:
+                  check_images: int = 256, extra: dict | None = None, test_images: int = 0) -> dict:
     """BN-recalibrate, write all formats, verify ONNX on test images, measure accuracy/latency."""
     from ofa.data import to_input
     from ofa.evaluate import prepare_subnet, top1
@@ -122,7 +124,7 @@ def export_choice(supernet: nn.Module, cfg: SubnetConfig, folder: Path, data, se
     space: SearchSpace = supernet.space
     images = data.test.images[:check_images]
     x = to_input(images, cfg.r, data.mean, data.std, channels_last=False)
-    info = {"test_acc": top1(net, data.test, cfg.r, data, settings),
+    info = {"test_acc": top1(net, data.test, cfg.r, data, settings, test_images),
             "macs": count_macs(net, cfg.r, space.cfg.in_channels), "params": count_params(net)}
     if measure_latency is not None:
         info["measured_latency_ms"] = float(measure_latency(net, cfg.r))

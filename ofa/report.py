@@ -54,6 +54,9 @@ def load_device_report(export_json: Path, evaluate_json: Path,
         device = str(record["device"])
     except (KeyError, TypeError) as exc:
         raise OFAError(f"export record {export_json} lacks {exc}") from None
+    from ofa.contracts import ParetoRows, validate_records
+
+    validate_records(rows, ParetoRows, f"export record {export_json}")
     return DeviceReport(device, rows, baselines, sampled or [])
 
 

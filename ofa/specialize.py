@@ -21,11 +21,7 @@ def search_path(params: Params, device: str) -> Path:
 
 
 def export_dir(params: Params, device: str) -> Path:
-    return Path("models") / device
-
-
-def table_path(params: Params, device: str) -> Path:
-    return Path(params.latency.table_dir) / f"{device}.parquet"
+    return Path(params.search.models_dir) / device
 
 
 def _constraints(params: Params, device: str, model) -> list:
@@ -42,20 +38,36 @@ def _constraints(params: Params, device: str, model) -> list:
 
 def run_search(params: Params, device: str, pareto: bool = True) -> Path:
     """Best predicted subnet per constraint (regularized evolution) plus the NSGA-II front."""
-    import numpy as np
-
     from ofa.checkpoint import atomic_write_text
-    from ofa.encoding import GeneLayout, from_genes
-    from ofa.latency import LatencyModel
+    from ofa.contracts import SearchResults, validate_records
+    from ofa.encoding import GeneLayout
+    from ofa.latency import LatencyModel, table_path
+    from ofa.latency.measure import torch_threads
     from ofa.predictor import load_predictor
-    from ofa.search.evolution import evolve
-    from ofa.search.nsga import nsga2
 
     params.device(device)
     space = SearchSpace(params.space)
     layout = GeneLayout.of(space)
     predictor = load_predictor(params, Path(params.predictor.weights_path))
     model = LatencyModel.load(table_path(params, device), space)
+    with torch_threads(1):  # 100-row batches: one thread is fastest
+        results, front = _search_all(params, device, space, layout, predictor, model, pareto)
+    validate_records(results, SearchResults, f"search results of {device}")
+    out = search_path(params, device)
+    atomic_write_text(out, json.dumps({"format": SEARCH_FORMAT, "device": device,
+                                       "space": space.fingerprint(), "results": results,
+                                       "pareto_front": front}, indent=2))
+    return out
+
+
+def _search_all(params: Params, device: str, space: SearchSpace, layout, predictor, model,
+                pareto: bool) -> tuple[list[dict], list[dict]]:
+    import numpy as np
+
+    from ofa.encoding import from_genes
+    from ofa.search.evolution import evolve
+    from ofa.search.nsga import nsga2
+
     results = []
     for c in _constraints(params, device, model):
         res = evolve(layout, predictor.predict_genes, [c], params.search)
@@ -73,11 +85,7 @@ def run_search(params: Params, device: str, pareto: bool = True) -> Path:
             front.append({"config": str(from_genes(space, np.asarray(g)[None])[0]),
                           "predicted_acc": float(score), "predicted_latency_ms": float(objs[0])})
         front.sort(key=lambda r: r["predicted_latency_ms"])
-    out = search_path(params, device)
-    atomic_write_text(out, json.dumps({"format": SEARCH_FORMAT, "device": device,
-                                       "space": space.fingerprint(), "results": results,
-                                       "pareto_front": front}, indent=2))
-    return out
+    return results, front
 
 
 def read_search(params: Params, device: str) -> dict:
@@ -92,6 +100,11 @@ def read_search(params: Params, device: str) -> dict:
         raise OFAError(f"{path} is not a search result ({SEARCH_FORMAT})")
     if record.get("space") != SearchSpace(params.space).fingerprint():
         raise OFAError(f"{path} was searched in another search space; rerun the search")
+    from ofa.contracts import SearchResults, validate_records
+
+    validate_records(record.get("results") or [], SearchResults, f"search result {path}")
+    if not record.get("results"):
+        raise OFAError(f"search result {path} holds no chosen subnets")
     return record
 
 
@@ -126,12 +139,16 @@ def run_export(params: Params, device: str, checkpoint: Path) -> Path:
     for row in record["results"]:
         cfg = space.validate(SubnetConfig.parse(row["config"]))
         sub = folder / constraint_dirname(row["name"], row["limit"])
-        rec = export_choice(net, cfg, sub, data, settings, measure, extra={"device": device})
+        rec = export_choice(net, cfg, sub, data, settings, measure, extra={"device": device},
+                            test_images=params.train.final_eval_images)
         chosen.append(row | {"test_acc": rec["test_acc"], "measured_latency_ms":
                              rec["measured_latency_ms"], "folder": str(sub)})
     baselines = [{"name": name, "config": str(cfg), "resolution": cfg.r,
                   "measured_latency_ms": measure(build_static(space, cfg), cfg.r)}
                  for name, cfg in baseline_configs(space)]
+    from ofa.contracts import ParetoRows, validate_records
+
+    validate_records(chosen, ParetoRows, f"export of {device}")
     out = folder / "export.json"
     atomic_write_text(out, json.dumps({"device": device, "checkpoint": str(checkpoint),
                                        "chosen": chosen, "baselines": baselines}, indent=2))
@@ -155,13 +172,14 @@ def run_report(params: Params, devices: list[str] | None = None,
 
 def _sampled(params: Params, device: str) -> list[dict]:
     """The accuracy dataset's subnets with their predicted latency on the device (plot cloud)."""
+    from ofa.latency import LatencyModel, table_path
+
     path = Path(params.predictor.dataset_path)
     if not path.is_file() or not table_path(params, device).is_file():
         return []
     import pandas as pd
 
     from ofa.encoding import to_genes
-    from ofa.latency import LatencyModel
 
     space = SearchSpace(params.space)
     df = pd.read_parquet(path)

@@ -74,3 +74,29 @@ def tiny_params(tmp_path: Path, **phase_overrides) -> Path:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+TINY_SPACE = {
+    "space": {"stages": [{"width": 16, "stride": 2, "act": "relu", "se": False},
+                         {"width": 24, "stride": 2, "act": "hswish", "se": True}],
+              "resolutions": [12, 16], "final_expand_width": 64, "feature_width": 64},
+    "latency": {"warmup": 1, "repeats": 3, "check_subnets": 4},
+}
+
+
+def tiny_space_params(tmp: Path, devices: dict | None = None, **overrides) -> Params:
+    """Params of a two-stage space at 12/16 px whose artifacts all live in `tmp`."""
+    raw = deep_merge(read_yaml(ROOT / "params.yaml"), TINY_SPACE)
+    raw = deep_merge(raw, {
+        "latency": {"table_dir": str(tmp / "lat"), "report_dir": str(tmp / "rep")},
+        "search": {"output_dir": str(tmp / "search"), "models_dir": str(tmp / "models")},
+        "predictor": {"dataset_path": str(tmp / "acc.parquet"),
+                      "weights_path": str(tmp / "mlp.safetensors"),
+                      "report_path": str(tmp / "predictor.json")},
+        "train": {"checkpoint_dir": str(tmp / "ckpt"), "report_dir": str(tmp / "train")}})
+    raw["devices"] = devices or {"t1": {"backend": "torch", "threads": 1, "batch_size": 1,
+                                        "latency_ms": [1.0]}}
+    raw = deep_merge(raw, overrides)
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_params(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import tiny_params
+from tests.conftest import tiny_params
 
 prefect = pytest.importorskip("prefect")
 
@@ -25,3 +25,71 @@ def test_progressive_shrinking_flow_trains_phases_in_order(tmp_path, monkeypatch
         assert 0.0 <= r["val_acc_max"] <= 1.0
     report = json.loads((tmp_path / "reports" / "kernel.json").read_text())
     assert report["complete"] and report["epochs"] == 1
+
+
+def test_deployments_are_built_with_the_schedule_from_params():
+    from flows.deploy import build_deployments
+    from ofa.config import load_params
+    from tests.conftest import ROOT
+
+    deps = {d.name: d for d in build_deployments(str(ROOT / "params.yaml"))}
+    assert set(deps) == {"new-devices", "specialize-device", "predictor", "progressive-shrinking"}
+    cron = load_params(ROOT / "params.yaml").orchestration.new_devices_cron
+    assert [s.schedule.cron for s in deps["new-devices"].schedules] == [cron]
+    assert not deps["specialize-device"].schedules
+
+
+def test_new_devices_specializes_only_the_unmeasured_device(tmp_path, monkeypatch):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.specialize import devices_without_table, new_devices
+    from tests.conftest import tiny_space_params
+    from tests.test_specialize import DEVICES, make_world
+
+    params, _, ckpt, tmp = make_world(tmp_path, {"t1": DEVICES["t1"]})
+    # register a new device next to the specialized one
+    devices = {"t1": {**DEVICES["t1"], "latency_ms": list(params.device("t1").latency_ms)},
+               "fresh": {"backend": "torchscript", "threads": 1, "batch_size": 2,
+                         "latency_ms": [1000.0]}}
+    path = tmp / "params.yaml"
+    tiny_space_params(tmp, devices, search={"population": 16, "generations": 10},
+                      data={"subset": 200, "val_size": 100},
+                      train={"bn_calib_images": 32, "eval_batch_size": 100,
+                             "checkpoint_dir": str(ckpt.parent)})
+    monkeypatch.chdir(tmp)
+    assert devices_without_table(str(path)) == ["fresh"]
+    (ckpt.parent / "expand2.pt").write_bytes(ckpt.read_bytes())  # the last shrinking phase
+    with prefect_test_harness(server_startup_timeout=120):
+        runs = new_devices(str(path), None, str(tmp / "evaluate.json"), str(tmp / "reports"))
+    assert [r["device"] for r in runs] == ["fresh"]
+    assert (tmp / "lat" / "fresh.parquet").is_file() and (tmp / "search" / "fresh.json").is_file()
+    assert (tmp / "models" / "fresh" / "export.json").is_file()
+    assert "## fresh" in (tmp / "reports" / "pareto.md").read_text()
+    assert not (tmp / "models" / "t1").exists()  # the known device was left alone
+
+
+def test_accuracy_dataset_on_two_dask_workers_equals_the_sequential_run(tmp_path):
+    import pandas as pd
+    import torch
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.specialize import run_acc_dataset_on_dask
+    from ofa.checkpoint import save_checkpoint
+    from ofa.config import to_dict
+    from ofa.nn.supernet import OFAMobileNetV3
+    from ofa.predictor import build_acc_dataset
+    from ofa.space import SearchSpace
+    from tests.conftest import tiny_space_params
+
+    params = tiny_space_params(tmp_path, predictor={"n_subnets": 10, "val_images": 64},
+                               train={"bn_calib_images": 32, "eval_batch_size": 64},
+                               orchestration={"dask_workers": 2})
+    torch.manual_seed(0)
+    ckpt = tmp_path / "ckpt" / "expand2.pt"
+    save_checkpoint(ckpt, OFAMobileNetV3(SearchSpace(params.space)).state_dict(),
+                    {"space": to_dict(params.space), "complete": True})
+    sequential = build_acc_dataset(params, ckpt, tmp_path / "seq.parquet", show_progress=False)
+    with prefect_test_harness(server_startup_timeout=120):
+        run_acc_dataset_on_dask(str(tmp_path / "params.yaml"), None, chunks=3,
+                                out=str(tmp_path / "dask.parquet"))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "dask.parquet"), sequential)

@@ -1,0 +1,114 @@
+"""The accuracy dataset: sampled subnets, BN-recalibrated, measured on the validation split.
+
+Measuring is a pure function of (supernet, configs), so chunks of configs can run anywhere
+(a Dask worker, another machine) and give the same rows as one sequential run.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Sequence
+
+from ofa.config import Params
+from ofa.errors import OFAError
+from ofa.space import SearchSpace, SubnetConfig
+
+COLUMNS = ("config", "resolution", "accuracy", "macs", "params")
+
+
+def sample_configs(space: SearchSpace, n: int, seed: int) -> list[SubnetConfig]:
+    """n distinct canonical configs: the min (smallest resolution) and max (largest) first."""
+    rng = random.Random(seed)
+    out = [space.canonical(space.min_config()), space.canonical(space.max_config())]
+    seen = set(out)
+    for _ in range(100 * n):  # bounded: the space holds far more than n subnets
+        if len(out) >= n:
+            break
+        cfg = space.canonical(space.sample(rng))
+        if cfg not in seen:
+            seen.add(cfg)
+            out.append(cfg)
+    if len(out) < n:
+        raise OFAError(f"predictor.n_subnets: the space has fewer than {n} distinct subnets")
+    return out[:n]
+
+
+def measure_configs(supernet, configs: Sequence[SubnetConfig], data, settings,
+                    val_images: int, progress=None) -> list[dict]:
+    """One row per config: BN-recalibrated top-1 on the first `val_images` validation images."""
+    from ofa.evaluate import evaluate_subnet
+
+    rows = []
+    for cfg in configs:
+        row = evaluate_subnet(supernet, cfg, data, settings, ("val",), val_images)
+        rows.append({"config": str(cfg), "resolution": cfg.r, "accuracy": row["val_acc"],
+                     "macs": int(row["macs"]), "params": int(row["params"])})
+        if progress is not None:
+            progress(cfg)
+    return rows
+
+
+def write_dataset(rows: list[dict], path: Path):
+    import pandas as pd
+
+    from ofa.checkpoint import atomic_write
+
+    from ofa.contracts import AccDataset, validate
+
+    df = validate(pd.DataFrame(rows, columns=list(COLUMNS)), AccDataset, f"accuracy dataset {path}")
+    atomic_write(Path(path), lambda p: df.to_parquet(p, index=False))
+    return df
+
+
+def build_acc_dataset(params: Params, checkpoint: Path, out: Path | None = None, *,
+                      n: int | None = None, show_progress: bool = True):
+    """Sample, measure and write `predictor.dataset_path` (or `out`); returns the DataFrame."""
+    import torch
+
+    from ofa.data import load_dataset
+    from ofa.evaluate import EvalSettings
+    from ofa.progress import make_progress
+    from ofa.train import load_supernet
+
+    pc = params.predictor
+    net, _ = load_supernet(params, Path(checkpoint))
+    if params.train.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    configs = sample_configs(net.space, n or pc.n_subnets, pc.seed)
+    data = load_dataset(params.data)
+    settings = EvalSettings.from_train(params.train)
+    with make_progress(show_progress) as bar:
+        task = bar.add_task("accuracy dataset", total=len(configs), info="")
+        rows = measure_configs(net, configs, data, settings, pc.val_images,
+                               lambda cfg: bar.update(task, advance=1, info=str(cfg)[:24]))
+    return write_dataset(rows, Path(out or pc.dataset_path))
+
+
+def read_dataset(params: Params, path: Path | None = None):
+    """The dataset, checked: columns present, accuracies in [0, 1], configs inside the space."""
+    import pandas as pd
+
+    path = Path(path or params.predictor.dataset_path)
+    if not path.is_file():
+        raise OFAError(f"accuracy dataset {path} does not exist: run `ofa-cli acc-dataset` first")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
+        raise OFAError(f"accuracy dataset {path} is not a parquet file ({exc})") from None
+    missing = [c for c in ("config", "accuracy") if c not in df.columns]
+    if missing:
+        raise OFAError(f"accuracy dataset {path} lacks the column {missing[0]!r}")
+    if len(df) < 10:
+        raise OFAError(f"accuracy dataset {path} has {len(df)} rows; the predictor needs >= 10")
+    if not df["accuracy"].between(0, 1).all():
+        raise OFAError(f"accuracy dataset {path} has accuracies outside [0, 1]")
+    from ofa.contracts import AccDataset, validate
+
+    df = validate(df, AccDataset, f"accuracy dataset {path}")
+    space = SearchSpace(params.space)
+    try:
+        configs = [space.validate(SubnetConfig.parse(c)) for c in df["config"]]
+    except OFAError as exc:
+        raise OFAError(f"accuracy dataset {path}: {exc}") from None
+    return df, configs

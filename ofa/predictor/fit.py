@@ -1,0 +1,78 @@
+"""Fit the predictor on the accuracy dataset and report how well it ranks unseen subnets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ofa.config import Params
+from ofa.encoding import GeneLayout, encode, to_genes
+from ofa.predictor.dataset import read_dataset
+from ofa.predictor.model import fit_mlp, fit_ridge, metrics, save_predictor
+from ofa.space import SearchSpace
+
+
+def split_indices(n: int, fractions: tuple[float, ...], seed: int) -> tuple[np.ndarray, ...]:
+    """Train/validation/test indices; the dataset has one row per distinct config."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_train = int(round(fractions[0] * n))
+    n_val = max(1, int(round(fractions[1] * n)))
+    return order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]
+
+
+def _parity(path: Path, true: np.ndarray, preds: dict[str, np.ndarray]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ofa.checkpoint import atomic_write
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    lo, hi = 100 * float(true.min()) - 0.5, 100 * float(true.max()) + 0.5
+    ax.plot([lo, hi], [lo, hi], "k-", lw=1)
+    for name, p in preds.items():
+        ax.scatter(100 * true, 100 * p, s=14, alpha=0.7, label=name)
+    ax.set_xlabel("measured validation top-1 (%)")
+    ax.set_ylabel("predicted (%)")
+    ax.set_title("accuracy predictor on held-out subnets")
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda q: fig.savefig(q, format="png", dpi=110))
+    plt.close(fig)
+
+
+def fit_predictor(params: Params, dataset: Path | None = None) -> dict:
+    """Fit MLP and ridge, write the MLP weights, the JSON report and the parity plot."""
+    from ofa.checkpoint import atomic_write_text
+
+    pc = params.predictor
+    df, configs = read_dataset(params, dataset)
+    space = SearchSpace(params.space)
+    layout = GeneLayout.of(space)
+    x = encode(layout, to_genes(space, configs))
+    y = df["accuracy"].to_numpy(dtype=np.float64)
+    tr, va, te = split_indices(len(y), pc.split, pc.seed)
+    net, curve = fit_mlp(x[tr], y[tr], x[va], y[va], pc, pc.seed)
+    ridge, alpha = fit_ridge(x[tr], y[tr], x[va], y[va])
+    import torch
+
+    with torch.no_grad():
+        mlp_pred = net(torch.from_numpy(x[te]).float()).double().numpy()
+    ridge_pred = ridge(x[te])
+    report = {"n_train": len(tr), "n_val": len(va), "n_test": len(te),
+              "accuracy_std_points": float(100 * y.std()),
+              "accuracy_range_points": [float(100 * y.min()), float(100 * y.max())],
+              "mlp": metrics(mlp_pred, y[te]) | {"best_val_rmse_points": 100 * min(curve),
+                                                  "best_epoch": int(np.argmin(curve)) + 1},
+              "ridge": metrics(ridge_pred, y[te]) | {"alpha": alpha},
+              "constant_mean_rmse_points": float(100 * np.sqrt(np.mean((y[tr].mean() - y[te]) ** 2))),
+              "targets": {"rmse_points_max": 0.3, "kendall_tau_min": 0.8}}
+    save_predictor(net, space, pc, Path(pc.weights_path))
+    report_path = Path(pc.report_path)
+    _parity(report_path.with_name(report_path.stem + "_parity.png"), y[te],
+            {"MLP": mlp_pred, "ridge": ridge_pred})
+    atomic_write_text(report_path, json.dumps(report, indent=2))
+    return report

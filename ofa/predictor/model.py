@@ -1,0 +1,154 @@
+"""The paper's accuracy predictor (an MLP on one-hot features) and a ridge baseline.
+
+The MLP predicts accuracy minus a fixed offset (the training mean), 3 hidden layers of 400
+with ReLU, fitted with Adam; the epoch with the best validation RMSE is kept. The ridge
+regression on the same features shows in the report what the MLP adds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ofa.config import Params
+from ofa.config_specialize import PredictorConfig
+from ofa.encoding import GeneLayout, encode, to_genes
+from ofa.errors import OFAError
+from ofa.space import SearchSpace, SubnetConfig
+
+FORMAT = "ofa-predictor/1"
+
+
+class AccuracyMLP(nn.Module):
+    def __init__(self, n_features: int, hidden: int, layers: int, offset: float) -> None:
+        super().__init__()
+        dims = [n_features] + [hidden] * layers
+        body: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            body += [nn.Linear(a, b), nn.ReLU()]
+        self.body = nn.Sequential(*body, nn.Linear(dims[-1], 1, bias=False))
+        self.register_buffer("offset", torch.tensor(float(offset)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).squeeze(-1) + self.offset
+
+
+@dataclass
+class Predictor:
+    """Predicted accuracy of gene batches (the search calls this once per generation)."""
+
+    net: AccuracyMLP
+    layout: GeneLayout
+    space: SearchSpace
+
+    def predict_genes(self, genes: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.net(torch.from_numpy(encode(self.layout, genes))).numpy().astype(np.float64)
+
+    def predict(self, configs: Sequence[SubnetConfig]) -> np.ndarray:
+        return self.predict_genes(to_genes(self.space, configs))
+
+
+def fit_mlp(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, pc: PredictorConfig,
+            seed: int) -> tuple[AccuracyMLP, list[float]]:
+    """Adam on MSE; returns the weights of the epoch with the lowest validation RMSE."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = AccuracyMLP(x.shape[1], pc.hidden, pc.layers, float(y.mean()))
+    opt = torch.optim.Adam(net.parameters(), lr=pc.lr, weight_decay=pc.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, pc.epochs)
+    xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).float()
+    xvt, yvt = torch.from_numpy(xv).float(), torch.from_numpy(yv).float()
+    best, best_state, curve = float("inf"), None, []
+    for _ in range(pc.epochs):
+        net.train()
+        for idx in torch.randperm(len(xt), generator=gen).split(pc.batch_size):
+            loss = nn.functional.mse_loss(net(xt[idx]), yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+        net.eval()
+        with torch.no_grad():
+            rmse = float(torch.sqrt(nn.functional.mse_loss(net(xvt), yvt)))
+        curve.append(rmse)
+        if rmse < best:
+            best, best_state = rmse, {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(best_state)
+    return net.eval(), curve
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
+              alphas: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)):
+    """Closed-form ridge with an intercept; alpha picked on the validation split."""
+    mu = y.mean()
+    a = np.hstack([x, np.ones((len(x), 1))])
+    av = np.hstack([xv, np.ones((len(xv), 1))])
+    best = None
+    for alpha in alphas:
+        reg = alpha * np.eye(a.shape[1])
+        reg[-1, -1] = 0.0
+        w = np.linalg.solve(a.T @ a + reg, a.T @ (y - mu))
+        rmse = float(np.sqrt(np.mean((av @ w + mu - yv) ** 2)))
+        if best is None or rmse < best[0]:
+            best = (rmse, alpha, w)
+    _, alpha, w = best
+
+    def predict(features: np.ndarray) -> np.ndarray:
+        return np.hstack([features, np.ones((len(features), 1))]) @ w + mu
+
+    return predict, alpha
+
+
+def save_predictor(net: AccuracyMLP, space: SearchSpace, pc: PredictorConfig, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from ofa.checkpoint import atomic_write
+
+    meta = {"format": FORMAT, "space": space.fingerprint(),
+            "n_features": str(GeneLayout.of(space).n_features), "hidden": str(pc.hidden),
+            "layers": str(pc.layers)}
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    atomic_write(Path(path), lambda p: save_file(state, str(p), metadata=meta))
+
+
+def load_predictor(params: Params, path: Path | None = None) -> Predictor:
+    """The fitted predictor; refuses a missing, corrupt or other-space file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path or params.predictor.weights_path)
+    space = SearchSpace(params.space)
+    layout = GeneLayout.of(space)
+    if not path.is_file():
+        raise OFAError(f"predictor {path} does not exist: run `ofa-cli fit-predictor` first")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise OFAError(f"predictor {path} is not a safetensors file ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise OFAError(f"predictor {path} is not an OFA accuracy predictor ({FORMAT})")
+    if meta.get("space") != space.fingerprint():
+        raise OFAError(f"predictor {path} was fitted for another search space; refit it")
+    net = AccuracyMLP(layout.n_features, int(meta["hidden"]), int(meta["layers"]), 0.0)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise OFAError(f"predictor {path} does not fit its own metadata ({str(exc)[:120]})") from None
+    return Predictor(net.eval(), layout, space)
+
+
+def metrics(pred: np.ndarray, true: np.ndarray) -> dict:
+    from scipy import stats
+
+    return {"rmse_points": float(100 * np.sqrt(np.mean((pred - true) ** 2))),
+            "mae_points": float(100 * np.mean(np.abs(pred - true))),
+            "kendall_tau": float(stats.kendalltau(pred, true).statistic),
+            "spearman": float(stats.spearmanr(pred, true).statistic)}
+

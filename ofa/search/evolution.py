@@ -1,0 +1,278 @@
+"""The paper's evolutionary search (the authors' EvolutionFinder), batched per generation.
+
+The authors mutate, check and score subnets one at a time in Python. Here a generation's
+candidate children are drawn in numpy at once, filtered by the constraints in one call per
+constraint and scored in one predictor call, so 100 x 500 takes a fraction of a second.
+Children equal to a subnet already in the population are not scored again (the predictor is
+deterministic), and the population holds distinct subnets, so the parents stay diverse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ofa.config_specialize import SearchConfig
+from ofa.encoding import GeneLayout, canonical_genes
+from ofa.errors import OFAError
+
+Batch = Callable[[np.ndarray], np.ndarray]
+
+# The authors' code resamples the resolution with probability 0.5, every other gene with
+# search.mutation_prob.
+RESOLUTION_MUTATION_PROB = 0.5
+PROBE_SUBNETS = 256  # random subnets (besides the minimal one) probed for a limit's reach
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """fn(genes) <= limit, e.g. predicted latency in ms or MMACs; fn maps (N, width) -> (N,).
+
+    Every callable the search is given (constraints, score, objectives) sees canonical genes.
+    """
+
+    name: str
+    fn: Batch
+    limit: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The best subnet found; history[i] is the best score after generation i (0 = initial)."""
+
+    genes: np.ndarray
+    score: float
+    values: dict[str, float]
+    history: list[float] = field(default_factory=list)
+    n_scored: int = 0  # distinct subnets scored (each exactly once)
+
+
+def batch_values(fn: Batch, genes: np.ndarray, what: str) -> np.ndarray:
+    """fn(genes) as float64 (N,), refusing a callable that returns another shape."""
+    out = np.asarray(fn(genes), dtype=np.float64)
+    if out.shape != (len(genes),):
+        raise OFAError(f"search: {what} returned shape {out.shape} for {len(genes)} subnets; "
+                       f"it must return one value per subnet")
+    return out
+
+
+def feasible(genes: np.ndarray, constraints: Sequence[Constraint]) -> np.ndarray:
+    """Boolean (N,): which subnets meet every constraint (NaN values never do)."""
+    ok = np.ones(len(genes), dtype=bool)
+    for c in constraints:
+        if len(genes):
+            ok &= batch_values(c.fn, genes, f"constraint {c.name}") <= c.limit
+    return ok
+
+
+def smallest_genes(layout: GeneLayout) -> np.ndarray:
+    """Every choice index 0 (smallest kernel, expand, depth, resolution): the cheapest subnet."""
+    return np.zeros((1, layout.width), dtype=np.int64)
+
+
+def random_genes(layout: GeneLayout, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n uniformly random gene rows."""
+    return (rng.random((n, layout.width)) * layout.cardinalities()).astype(np.int64)
+
+
+def mutate(layout: GeneLayout, parents: np.ndarray, prob: float, rng: np.random.Generator,
+           resolution_prob: float = RESOLUTION_MUTATION_PROB) -> np.ndarray:
+    """Resample each gene with probability `prob` (the resolution with `resolution_prob`).
+
+    One uniform draw u per gene does both: u < p flips it, and u / p, uniform on [0, 1) given
+    a flip, picks the new choice.
+    """
+    p = np.full(layout.width, prob)
+    p[-1] = resolution_prob
+    u = rng.random(parents.shape)
+    new = (u / np.maximum(p, 1e-12) * layout.cardinalities()).astype(np.int64)
+    return np.where(u < p, new, parents)
+
+
+def crossover(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each gene from either parent with equal probability."""
+    return np.where(rng.random(a.shape) < 0.5, a, b)
+
+
+def check_reachable(layout: GeneLayout, constraints: Sequence[Constraint],
+                    rng: np.random.Generator) -> None:
+    """Refuse a limit below every probed subnet, naming the smallest achievable value.
+
+    The probe is the minimal subnet plus random ones, so a cost that is not monotone in the
+    choice indices still gets an honest (sampled) smallest value.
+    """
+    probe = canonical_genes(layout, np.concatenate([smallest_genes(layout),
+                                                    random_genes(layout, PROBE_SUBNETS, rng)]))
+    for c in constraints:
+        values = batch_values(c.fn, probe, f"constraint {c.name}")
+        if not np.any(values <= c.limit):
+            low = float(np.nanmin(values)) if np.isfinite(values).any() else float("nan")
+            raise OFAError(f"search: constraint {c.name} <= {c.limit:g} is below the smallest "
+                           f"subnet's {low:.4g}; choose a limit of at least that")
+
+
+def sample_feasible(layout: GeneLayout, n: int, constraints: Sequence[Constraint],
+                    rng: np.random.Generator, max_tries: int) -> np.ndarray:
+    """Up to n distinct random subnets meeting every constraint (bounded rejection sampling).
+
+    Under a tight limit fewer than n may turn up in max_tries rounds; evolution then grows the
+    population from those (the minimal subnet is added when it is feasible).
+    """
+    if constraints:
+        check_reachable(layout, constraints, rng)
+    found: list[np.ndarray] = []
+    have = 0
+    for _ in range(max_tries):
+        cand = random_genes(layout, max(n, 64), rng)
+        cand = cand[feasible(canonical_genes(layout, cand), constraints)]
+        found.append(cand)
+        have += len(cand)
+        if have >= n:
+            break
+    small = smallest_genes(layout)
+    if have < n:
+        found.append(small[feasible(small, constraints)])
+    pool = np.concatenate(found)
+    if not len(pool):
+        names = ", ".join(f"{c.name} <= {c.limit:g}" for c in constraints)
+        raise OFAError(f"search: no random subnet meets all constraints together ({names}) in "
+                       f"{max_tries} tries (search.max_tries); relax one of them")
+    _, first = np.unique(canonical_genes(layout, pool), axis=0, return_index=True)
+    return pool[np.sort(first)[:n]]
+
+
+def make_children(layout: GeneLayout, parents: np.ndarray, n_mut: int, n_cross: int,
+                  constraints: Sequence[Constraint], cfg: SearchConfig,
+                  rng: np.random.Generator, accept: float = 0.5
+                  ) -> tuple[np.ndarray, np.ndarray, float]:
+    """n_mut mutants and n_cross crossovers of random parents, all meeting the constraints.
+
+    The authors' per-child rejection loop, batched: each try draws the missing children of
+    both kinds at once, oversampled by the expected acceptance rate `accept`, and checks them
+    in one call per constraint; at most max_tries tries. Returns (raw genes, canonical genes,
+    the acceptance rate seen, to pass on to the next generation).
+    """
+    need = {"mutation": n_mut, "crossover": n_cross}
+    got: list[tuple[str, np.ndarray, np.ndarray]] = []
+    drawn = kept = 0
+    for _ in range(cfg.max_tries):
+        over = 1.0 if not constraints else min(64.0, 1.6 / max(accept, 1e-3))
+        km, kc = (int(np.ceil(over * need[k])) + (need[k] > 0) * 2 * bool(constraints)
+                  for k in ("mutation", "crossover"))
+        pick = rng.integers(0, len(parents), (km + 2 * kc,))
+        cand = np.concatenate([
+            mutate(layout, parents[pick[:km]], cfg.mutation_prob, rng),
+            crossover(parents[pick[km:km + kc]], parents[pick[km + kc:]], rng)])
+        canon = canonical_genes(layout, cand)
+        ok = feasible(canon, constraints)
+        drawn, kept = drawn + len(ok), kept + int(ok.sum())
+        accept = max(kept, 1) / drawn
+        for kind, part in (("mutation", slice(0, km)), ("crossover", slice(km, km + kc))):
+            idx = np.flatnonzero(ok[part])[:need[kind]] + part.start
+            got.append((kind, cand[idx], canon[idx]))
+            need[kind] -= len(idx)
+        if not need["mutation"] and not need["crossover"]:
+            got.sort(key=lambda t: t[0] == "crossover")  # stable: mutants first, then crossovers
+            return (np.concatenate([g[1] for g in got]), np.concatenate([g[2] for g in got]),
+                    accept)
+    names = ", ".join(f"{c.name} <= {c.limit:g}" for c in constraints)
+    missing = ", ".join(f"{v} {k}" for k, v in need.items() if v)
+    raise OFAError(f"search: still missing {missing} children after {cfg.max_tries} tries "
+                   f"(search.max_tries): almost no subnet near the parents meets {names}; "
+                   f"relax the constraint or raise search.max_tries")
+
+
+def row_keys(genes: np.ndarray) -> list[bytes]:
+    """One hashable key per gene row (choice indices are < 256), for caches and de-duplication."""
+    rows = np.ascontiguousarray(genes, dtype=np.uint8)
+    return rows.view(np.dtype((np.void, rows.shape[1]))).ravel().tolist()
+
+
+def distinct(keys: list[bytes], skip: set[bytes] | frozenset[bytes] = frozenset()) -> np.ndarray:
+    """Indices of the first occurrence of every key not in skip, in order."""
+    seen = set(skip)
+    out = []
+    for i, k in enumerate(keys):
+        if k not in seen:
+            seen.add(k)
+            out.append(i)
+    return np.asarray(out, dtype=np.int64)
+
+
+class ValueCache:
+    """Values by subnet, so a subnet seen in any earlier generation is never evaluated again.
+
+    The predictor is deterministic, so the search follows exactly the path it would without
+    the cache; late generations mostly re-create known subnets, which is where it saves.
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], width: int) -> None:
+        self.fn, self.index = fn, {}
+        self.buf = np.empty((1024, width))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __call__(self, genes: np.ndarray, keys: list[bytes]) -> np.ndarray:
+        """Values (N, width) of canonical genes; the unknown ones in one call of fn."""
+        new = [i for i, k in enumerate(keys) if k not in self.index]
+        if new:
+            n, need = len(self.index), len(self.index) + len(new)
+            if need > len(self.buf):
+                grown = np.empty((max(need, 2 * len(self.buf)), self.buf.shape[1]))
+                grown[:n] = self.buf[:n]
+                self.buf = grown
+            self.buf[n:need] = self.fn(genes[new])
+            self.index.update((keys[i], n + j) for j, i in enumerate(new))
+        return self.buf[np.fromiter((self.index[k] for k in keys), np.int64, len(keys))]
+
+
+def score_columns(score: Batch) -> Callable[[np.ndarray], np.ndarray]:
+    """score as an (N, 1) column, refusing wrong shapes and NaN/inf predictions."""
+    def fn(genes: np.ndarray) -> np.ndarray:
+        out = batch_values(score, genes, "score")
+        if not np.isfinite(out).all():
+            raise OFAError("search: the score function returned NaN or infinite values")
+        return out[:, None]
+    return fn
+
+
+def evolve(layout: GeneLayout, score: Batch, constraints: Sequence[Constraint],
+           cfg: SearchConfig, rng: np.random.Generator | None = None) -> SearchResult:
+    """Highest-scoring subnet meeting every constraint (the authors' evolution, batched).
+
+    Each generation: parents = the top parent_ratio x population distinct subnets; then
+    population children, mutation_ratio of them mutants of a random parent, the rest crossovers
+    of two; the next population is parents + the distinct new children. `score` must be
+    deterministic (known subnets are not rescored). Seeded by cfg.seed unless rng is given.
+    """
+    rng = np.random.default_rng(cfg.seed) if rng is None else rng
+    n_parents = max(1, int(round(cfg.population * cfg.parent_ratio)))
+    n_mut = int(round(cfg.population * cfg.mutation_ratio))
+    n_cross = cfg.population - n_mut
+    cache = ValueCache(score_columns(score), 1)
+    pop = sample_feasible(layout, cfg.population, constraints, rng, cfg.max_tries)
+    canon = canonical_genes(layout, pop)
+    keys = row_keys(canon)
+    scores = cache(canon, keys)[:, 0]
+    history = [float(scores.max())]
+    accept = 0.5
+    for _ in range(cfg.generations):
+        order = np.argsort(-scores, kind="stable")[:n_parents]
+        parents, parent_scores = pop[order], scores[order]
+        parent_keys = [keys[i] for i in order]
+        kids, canon, accept = make_children(layout, parents, n_mut, n_cross, constraints, cfg,
+                                            rng, accept)
+        kid_keys = row_keys(canon)
+        keep = distinct(kid_keys, frozenset(parent_keys))
+        kid_keys = [kid_keys[i] for i in keep]
+        pop = np.concatenate([parents, kids[keep]])
+        scores = np.concatenate([parent_scores, cache(canon[keep], kid_keys)[:, 0]])
+        keys = parent_keys + kid_keys
+        history.append(max(history[-1], float(scores.max())))
+    best = int(np.argmax(scores))
+    genes = canonical_genes(layout, pop[best][None])[0]
+    values = {c.name: float(batch_values(c.fn, genes[None], c.name)[0]) for c in constraints}
+    return SearchResult(genes, float(scores[best]), values, history, len(cache))

@@ -1,0 +1,179 @@
+"""Great Expectations gates between steps: raw data, accuracy dataset, latency tables.
+
+Each gate runs an expectation suite in an ephemeral GX context (no files, no sockets), writes
+the result to `reports/validation/<name>.json` and a readable `<name>.html`, and stops the
+step with one message naming the failed expectation. GX is imported only here (it is slow).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ofa.errors import OFAError
+
+REPORT_DIR = Path("reports/validation")
+
+
+def _expectations(spec: list[tuple[str, dict]]) -> list:
+    import great_expectations as gx
+
+    return [getattr(gx.expectations, name)(**kwargs) for name, kwargs in spec]
+
+
+def run_suite(name: str, df: pd.DataFrame, spec: list[tuple[str, dict]],
+              out_dir: Path = REPORT_DIR) -> dict:
+    """Validate `df` against the expectations; write JSON + HTML; raise on the first failure."""
+    import great_expectations as gx
+
+    from ofa.checkpoint import atomic_write_text
+
+    ctx = gx.get_context(mode="ephemeral")
+    try:  # no tqdm bars in logs
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    except (ImportError, AttributeError):
+        pass
+    asset = ctx.data_sources.add_pandas(f"ofa-{name}").add_dataframe_asset(name)
+    batch = asset.add_batch_definition_whole_dataframe("all").get_batch(
+        batch_parameters={"dataframe": df})
+    suite = gx.ExpectationSuite(name=name)
+    for exp in _expectations(spec):
+        suite.add_expectation(exp)
+    result = batch.validate(suite)
+    rows = []
+    for r in result.results:
+        cfg = r.expectation_config
+        rows.append({"expectation": cfg.type, "kwargs": {k: v for k, v in cfg.kwargs.items()
+                                                          if k != "batch_id"},
+                     "success": bool(r.success), "observed": _observed(r.result)})
+    summary = {"suite": name, "success": bool(result.success), "rows": len(df), "results": rows}
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / f"{name}.json", json.dumps(summary, indent=2, default=str))
+    atomic_write_text(out_dir / f"{name}.html", _html(summary))
+    failed = [r for r in rows if not r["success"]]
+    if failed:
+        f = failed[0]
+        raise OFAError(f"validation gate '{name}' failed: {f['expectation']} {f['kwargs']} "
+                       f"(observed {f['observed']!r}); see {out_dir / (name + '.html')}")
+    return summary
+
+
+def _observed(result: dict):
+    if result.get("observed_value") is not None:
+        return result["observed_value"]
+    if result.get("unexpected_count"):
+        return (f"{result['unexpected_count']} unexpected, e.g. "
+                f"{list(result.get('partial_unexpected_list') or [])[:3]}")
+    return None
+
+
+def _html(summary: dict) -> str:
+    rows = "".join(
+        f"<tr class={'ok' if r['success'] else 'fail'}><td>{html.escape(r['expectation'])}</td>"
+        f"<td><code>{html.escape(json.dumps(r['kwargs'], default=str))}</code></td>"
+        f"<td>{'passed' if r['success'] else 'FAILED'}</td>"
+        f"<td>{html.escape(str(r['observed']))}</td></tr>" for r in summary["results"])
+    status = "passed" if summary["success"] else "FAILED"
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>{summary['suite']}</title>"
+            "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px}"
+            ".ok{background:#e8f5e9}.fail{background:#ffebee}</style></head><body>"
+            f"<h1>Validation: {html.escape(summary['suite'])} ({status})</h1>"
+            f"<p>{summary['rows']} rows checked with Great Expectations.</p><table>"
+            "<tr><th>expectation</th><th>arguments</th><th>result</th><th>observed</th></tr>"
+            f"{rows}</table></body></html>")
+
+
+def validate_acc_dataset(df: pd.DataFrame, min_config: str, max_config: str,
+                         out_dir: Path = REPORT_DIR) -> dict:
+    """Accuracies in [0, 1], no duplicate configs, min and max present, spread not degenerate."""
+    return run_suite("acc_dataset", df, [
+        ("ExpectColumnValuesToBeBetween", {"column": "accuracy", "min_value": 0.0, "max_value": 1.0}),
+        ("ExpectColumnValuesToBeUnique", {"column": "config"}),
+        ("ExpectColumnDistinctValuesToContainSet", {"column": "config",
+                                                    "value_set": [min_config, max_config]}),
+        ("ExpectColumnStdevToBeBetween", {"column": "accuracy", "min_value": 1e-4}),
+    ], out_dir)
+
+
+def validate_latency_table(df: pd.DataFrame, needed_keys: list[str], device: str,
+                           out_dir: Path = REPORT_DIR) -> dict:
+    """Positive finite timings, every needed layer present, spread within bounds."""
+    spread_ratio = (df["spread_ms"] / df["median_ms"]) if "spread_ms" in df else None
+    frame = df.assign(spread_ratio=spread_ratio) if spread_ratio is not None else df
+    spec = [
+        ("ExpectColumnValuesToBeBetween", {"column": "median_ms", "min_value": 0.0,
+                                           "max_value": 1e6, "strict_min": True}),
+        ("ExpectColumnValuesToBeUnique", {"column": "key"}),
+        ("ExpectColumnDistinctValuesToContainSet", {"column": "key", "value_set": needed_keys}),
+    ]
+    if spread_ratio is not None:
+        spec.append(("ExpectColumnValuesToBeBetween", {"column": "spread_ratio", "min_value": 0.0,
+                                                       "max_value": 5.0, "mostly": 0.95}))
+    return run_suite(f"latency_{device}", frame, spec, out_dir)
+
+
+def validate_raw_data(data, out_dir: Path = REPORT_DIR) -> dict:
+    """Label set, pixel range, image shape, class balance, split sizes, train/val disjoint."""
+    import numpy as np
+
+    n_classes = data.num_classes
+    frames = []
+    for split in ("train", "val", "test"):
+        s = getattr(data, split)
+        flat = s.images.reshape(len(s), -1)
+        frames.append(pd.DataFrame({
+            "split": split, "label": s.labels.numpy(), "pixel_min": flat.min(1).values.numpy(),
+            "pixel_max": flat.max(1).values.numpy(), "shape": [str(tuple(s.images.shape[1:]))] * len(s),
+            "digest": [hash(bytes(x)) for x in flat.numpy()]}))
+    df = pd.concat(frames, ignore_index=True)
+    counts = df[df["split"] == "train"]["label"].value_counts()
+    train_keys = set(df.loc[df["split"] == "train", "digest"])
+    overlap = int(np.sum([d in train_keys for d in df.loc[df["split"] == "val", "digest"]]))
+    df["val_in_train"] = overlap
+    df["class_share_ratio"] = float(counts.max() / max(counts.min(), 1))
+    shape = str(tuple(data.train.images.shape[1:]))
+    return run_suite("raw_data", df, [
+        ("ExpectColumnDistinctValuesToEqualSet", {"column": "label",
+                                                  "value_set": list(range(n_classes))}),
+        ("ExpectColumnValuesToBeBetween", {"column": "pixel_min", "min_value": 0, "max_value": 255}),
+        ("ExpectColumnValuesToBeBetween", {"column": "pixel_max", "min_value": 0, "max_value": 255}),
+        ("ExpectColumnValuesToBeInSet", {"column": "shape", "value_set": [shape]}),
+        ("ExpectColumnValuesToBeBetween", {"column": "class_share_ratio", "min_value": 1.0,
+                                           "max_value": 3.0}),
+        ("ExpectColumnValuesToBeInSet", {"column": "val_in_train", "value_set": [0]}),
+        ("ExpectColumnDistinctValuesToEqualSet", {"column": "split",
+                                                  "value_set": ["train", "val", "test"]}),
+    ], out_dir)
+
+
+def gate(params, what: str, device: str | None = None, out_dir: Path = REPORT_DIR) -> dict:
+    """Run one gate on the pipeline's artifact: 'data', 'acc-dataset' or 'latency'."""
+    from ofa.space import SearchSpace
+
+    space = SearchSpace(params.space)
+    if what == "data":
+        from ofa.data import load_dataset
+
+        return validate_raw_data(load_dataset(params.data), out_dir)
+    if what == "acc-dataset":
+        path = Path(params.predictor.dataset_path)
+        if not path.is_file():
+            raise OFAError(f"accuracy dataset {path} does not exist: run `ofa-cli acc-dataset`")
+        df = pd.read_parquet(path)
+        return validate_acc_dataset(df, str(space.canonical(space.min_config())),
+                                    str(space.max_config()), out_dir)
+    if what == "latency":
+        if device is None:
+            raise OFAError("the latency gate needs --device")
+        from ofa.latency import read_table, table_path
+        from ofa.latency.layers import enumerate_layers
+
+        params.device(device)
+        df, _ = read_table(table_path(params, device))
+        return validate_latency_table(df, [s.key for s in enumerate_layers(space)], device, out_dir)
+    raise OFAError(f"unknown gate {what!r} (use data, acc-dataset, latency)")

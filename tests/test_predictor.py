@@ -1,0 +1,141 @@
+"""Encoding round trip, the MLP on a known function, the accuracy dataset, bad files."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ofa.encoding import GeneLayout, decode, encode, from_genes, to_genes
+from ofa.errors import OFAError
+from ofa.predictor import load_predictor, read_dataset, sample_configs
+from ofa.predictor.fit import fit_predictor
+from ofa.predictor.model import fit_mlp, fit_ridge, metrics
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_encoding_round_trips(space, seed):
+    layout = GeneLayout.of(space)
+    cfgs = [space.sample(random.Random(seed * 100 + i)) for i in range(20)]
+    genes = to_genes(space, cfgs)
+    assert from_genes(space, genes) == cfgs
+    feats = encode(layout, genes)
+    assert feats.shape == (20, layout.n_features)
+    assert from_genes(space, decode(layout, feats)) == [space.canonical(c) for c in cfgs]
+    # skipped slots are all zeros; active slots hold exactly one kernel and one expand bit
+    nk = len(layout.kernels)
+    kbits = feats[:, :layout.n_slots * nk].reshape(20, layout.n_slots, nk).sum(-1)
+    assert np.array_equal(kbits, layout.active(genes).astype(np.float32))
+
+
+def test_decode_refuses_impossible_features(space):
+    layout = GeneLayout.of(space)
+    feats = encode(layout, to_genes(space, [space.min_config()]))
+    feats[0, -1] = 1.0  # two resolutions at once
+    with pytest.raises(OFAError, match="one-hot"):
+        decode(layout, feats)
+
+
+def _synthetic(space, n: int, seed: int):
+    """Accuracy-like targets: a linear function of the features plus an interaction."""
+    layout = GeneLayout.of(space)
+    rng = random.Random(seed)
+    cfgs = list({space.canonical(space.sample(rng)) for _ in range(n)})
+    x = encode(layout, to_genes(space, cfgs))
+    w = np.random.default_rng(1).normal(0, 0.004, x.shape[1])
+    depth = x[:, :layout.n_slots * 3].sum(1)
+    y = 0.85 + x @ w + 0.002 * (depth - 11) ** 2
+    return cfgs, x, y
+
+
+def test_mlp_learns_a_known_function_better_than_ridge(params, space):
+    _, x, y = _synthetic(space, 700, 0)
+    pc = dataclasses.replace(params.predictor, epochs=150)
+    net, _ = fit_mlp(x[:500], y[:500], x[500:600], y[500:600], pc, seed=0)
+    with torch.no_grad():
+        pred = net(torch.from_numpy(x[600:]).float()).double().numpy()
+    ridge, _ = fit_ridge(x[:500], y[:500], x[500:600], y[500:600])
+    m, r = metrics(pred, y[600:]), metrics(ridge(x[600:]), y[600:])
+    assert m["rmse_points"] < 0.35 * 100 * y.std()
+    assert m["kendall_tau"] > 0.8
+    assert m["rmse_points"] < r["rmse_points"]  # the interaction is beyond a linear model
+
+
+def test_fit_is_seeded_and_saved_weights_predict_the_same(params, space, tmp_path):
+    cfgs, _, y = _synthetic(space, 120, 1)
+    pc = dataclasses.replace(params.predictor, epochs=20,
+                             dataset_path=str(tmp_path / "acc.parquet"),
+                             weights_path=str(tmp_path / "mlp.safetensors"),
+                             report_path=str(tmp_path / "predictor.json"))
+    p = dataclasses.replace(params, predictor=pc)
+    pd.DataFrame({"config": [str(c) for c in cfgs], "accuracy": y}).to_parquet(pc.dataset_path)
+    a = fit_predictor(p)
+    first = load_predictor(p).predict(cfgs)
+    b = fit_predictor(p)
+    assert a["mlp"] == b["mlp"]
+    np.testing.assert_allclose(load_predictor(p).predict(cfgs), first)
+    assert (tmp_path / "predictor_parity.png").is_file()
+    assert {"rmse_points", "kendall_tau", "spearman"} <= set(a["ridge"])
+
+
+def test_a_predictor_from_another_space_is_refused(params, space, tmp_path):
+    cfgs, _, y = _synthetic(space, 60, 2)
+    pc = dataclasses.replace(params.predictor, epochs=2,
+                             dataset_path=str(tmp_path / "acc.parquet"),
+                             weights_path=str(tmp_path / "mlp.safetensors"),
+                             report_path=str(tmp_path / "predictor.json"))
+    p = dataclasses.replace(params, predictor=pc)
+    pd.DataFrame({"config": [str(c) for c in cfgs], "accuracy": y}).to_parquet(pc.dataset_path)
+    fit_predictor(p)
+    other = dataclasses.replace(p, space=dataclasses.replace(p.space, resolutions=(20, 24)))
+    with pytest.raises(OFAError, match="another search space"):
+        load_predictor(other)
+    (tmp_path / "mlp.safetensors").write_bytes(b"garbage")
+    with pytest.raises(OFAError, match="not a safetensors file"):
+        load_predictor(p)
+
+
+@pytest.mark.parametrize("mutation,message", [
+    (lambda df: df.drop(columns=["accuracy"]), "lacks the column 'accuracy'"),
+    (lambda df: df.assign(accuracy=df["accuracy"] * 100), "outside \\[0, 1\\]"),
+    (lambda df: df.assign(config="r99" + df["config"].str[3:]), "resolution 99"),
+    (lambda df: df.head(3), "needs >= 10"),
+])
+def test_a_malformed_dataset_is_refused(params, space, tmp_path, mutation, message):
+    cfgs, _, y = _synthetic(space, 30, 3)
+    df = pd.DataFrame({"config": [str(c) for c in cfgs], "accuracy": y})
+    mutation(df).to_parquet(tmp_path / "acc.parquet")
+    with pytest.raises(OFAError, match=message):
+        read_dataset(params, tmp_path / "acc.parquet")
+
+
+def test_sampled_configs_are_distinct_and_include_the_extremes(space):
+    cfgs = sample_configs(space, 50, seed=0)
+    assert len(set(cfgs)) == 50
+    assert space.canonical(space.min_config()) in cfgs and space.max_config() in cfgs
+    assert sample_configs(space, 50, seed=0) == cfgs
+
+
+def test_accuracy_dataset_on_a_tiny_supernet(params, space, tmp_path):
+    from ofa.data import Dataset, Split, load_dataset
+    from ofa.evaluate import EvalSettings
+    from ofa.nn.supernet import OFAMobileNetV3
+    from ofa.predictor.dataset import measure_configs, write_dataset
+
+    full = load_dataset(params.data)
+    cut = lambda s, n: Split(s.images[:n], s.labels[:n])  # noqa: E731
+    data = Dataset(cut(full.train, 32), cut(full.val, 40), cut(full.test, 8), full.mean, full.std, 10)
+    torch.manual_seed(0)
+    net = OFAMobileNetV3(space).eval()
+    cfgs = sample_configs(space, 4, seed=0)
+    settings = EvalSettings(batch_size=32, calib_images=32, channels_last=False)
+    rows = measure_configs(net, cfgs, data, settings, val_images=40)
+    # chunked measurement gives the same rows (what the Dask fan-out relies on)
+    assert measure_configs(net, cfgs[2:], data, settings, 40) == rows[2:]
+    df = write_dataset(rows, tmp_path / "acc.parquet")
+    assert list(df["config"]) == [str(c) for c in cfgs]
+    assert df["accuracy"].between(0, 1).all() and (df["macs"] > 0).all()

@@ -1,0 +1,127 @@
+"""Specialization end to end on a tiny space: table -> predictor -> search -> export -> report."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ofa.checkpoint import save_checkpoint
+from ofa.config import to_dict
+from ofa.errors import OFAError
+from ofa.latency import LatencyModel, build_table, table_path
+from ofa.nn.supernet import OFAMobileNetV3
+from ofa.predictor import fit_predictor, load_predictor
+from ofa.space import SearchSpace, SubnetConfig
+from ofa.specialize import (baseline_configs, read_search, run_export, run_report, run_search,
+                            search_path)
+from tests.conftest import tiny_space_params
+
+DEVICES = {"t1": {"backend": "torch", "threads": 1, "batch_size": 1},
+           "o1": {"backend": "onnxruntime", "threads": 1, "batch_size": 1}}
+
+
+def make_world(tmp, devices: dict = DEVICES):
+    """Tables for the devices, a predictor fitted on a synthetic dataset, a supernet checkpoint
+    and an evaluation record: everything specialization reads, at tiny scale."""
+    overrides = dict(search={"population": 16, "generations": 15}, predictor={"epochs": 20},
+                     data={"subset": 200, "val_size": 100},
+                     train={"bn_calib_images": 32, "eval_batch_size": 100})
+    params = tiny_space_params(tmp, devices, **overrides)
+    space = SearchSpace(params.space)
+    for d in devices:
+        build_table(params, d, show_progress=False)
+    lat = {d: LatencyModel.load(table_path(params, d), space) for d in devices}
+    lo = {d: float(m.predict([space.min_config()])[0]) for d, m in lat.items()}
+    hi = {d: float(m.predict([space.max_config()])[0]) for d, m in lat.items()}
+    devices = {d: devices[d] | {"latency_ms": [lo[d] + 0.5 * (hi[d] - lo[d]), 2 * hi[d]],
+                                "flops_m": [1.0]} for d in devices}
+    params = tiny_space_params(tmp, devices, **overrides)
+    rng = random.Random(0)
+    cfgs = list({space.canonical(space.sample(rng)) for _ in range(80)})
+    acc = [0.5 + 0.01 * sum(c.d) + 0.001 * c.r for c in cfgs]  # bigger is better
+    pd.DataFrame({"config": [str(c) for c in cfgs], "accuracy": acc}).to_parquet(tmp / "acc.parquet")
+    fit_predictor(params)
+    torch.manual_seed(0)
+    net = OFAMobileNetV3(space)
+    ckpt = tmp / "ckpt" / "last.pt"
+    save_checkpoint(ckpt, net.state_dict(), {"space": to_dict(params.space), "complete": True})
+    evaluate = {"rows": [{"name": n, "config": str(c), "test_acc": 0.1 + 0.01 * i}
+                         for i, (n, c) in enumerate(baseline_configs(space))]}
+    (tmp / "evaluate.json").write_text(json.dumps(evaluate))
+    return params, space, ckpt, tmp
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.mktemp("spec"))
+
+
+@pytest.mark.parametrize("device", list(DEVICES))
+def test_search_meets_every_constraint(world, device):
+    params, space, _, _ = world
+    run_search(params, device)
+    record = read_search(params, device)
+    model = LatencyModel.load(table_path(params, device), space)
+    assert len(record["results"]) == 3 and record["pareto_front"]
+    for row in record["results"]:
+        cfg = SubnetConfig.parse(row["config"])
+        if row["name"] == "latency_ms":
+            assert model.predict([cfg])[0] <= row["limit"] + 1e-9
+        else:
+            assert row["macs"] / 1e6 <= row["limit"]
+        assert row["predicted_acc"] == pytest.approx(load_predictor(params).predict([cfg])[0])
+    tight, loose = [r for r in record["results"] if r["name"] == "latency_ms"]
+    assert loose["predicted_acc"] >= tight["predicted_acc"] - 1e-9  # a looser limit never hurts
+
+
+def test_search_is_seeded(world):
+    params, _, _, _ = world
+    first = search_path(params, "t1").read_text() if search_path(params, "t1").is_file() else None
+    a = run_search(params, "t1").read_text()
+    assert run_search(params, "t1").read_text() == a and (first is None or first == a)
+
+
+def test_export_and_report(world):
+    params, space, ckpt, tmp = world
+    for d in DEVICES:
+        run_search(params, d)
+        out = run_export(params, d, ckpt)
+        record = json.loads(out.read_text())
+        assert len(record["chosen"]) == 3 and len(record["baselines"]) == len(baseline_configs(space))
+        for row in record["chosen"]:
+            assert row["measured_latency_ms"] > 0 and 0 <= row["test_acc"] <= 1
+            folder = tmp / "models" / d / row["folder"].split("/")[-1]
+            assert json.loads((folder / "config.json").read_text())["onnx_max_abs_diff"] <= 1e-4
+    run_report(params, None, tmp / "evaluate.json", tmp / "reports")
+    md = (tmp / "reports" / "pareto.md").read_text()
+    for d in DEVICES:
+        assert f"## {d}" in md and (tmp / "reports" / f"pareto_{d}.png").is_file()
+    assert "beats the best no-slower uniform baseline" in md
+    summary = json.loads((tmp / "reports" / "pareto.json").read_text())
+    assert set(summary) == set(DEVICES)
+
+
+def test_bad_inputs_are_refused(world, tmp_path):
+    params, space, ckpt, _ = world
+    with pytest.raises(OFAError, match="unknown device 'phone'"):
+        run_search(params, "phone")
+    tight = tiny_space_params(tmp_path, {"t1": DEVICES["t1"] | {"latency_ms": [1e-6]}},
+                              latency={"table_dir": params.latency.table_dir},
+                              predictor={"weights_path": params.predictor.weights_path})
+    with pytest.raises(OFAError, match="below the smallest subnet's"):
+        run_search(tight, "t1")
+    with pytest.raises(OFAError, match="does not exist"):
+        read_search(tight, "t1")
+    other = tiny_space_params(tmp_path, DEVICES | {"t1": DEVICES["t1"] | {"latency_ms": [5.0]}},
+                              space={"resolutions": [12, 20]},
+                              latency={"table_dir": params.latency.table_dir},
+                              predictor={"weights_path": params.predictor.weights_path})
+    with pytest.raises(OFAError, match="another search space"):
+        run_search(other, "t1")
+    assert np.isfinite(LatencyModel.load(table_path(params, "t1"), space).predict(
+        [space.max_config()])).all()
