@@ -5,8 +5,9 @@ Needs a long-lived Prefect API (`prefect server start`); `ofa-cli deploy` calls 
 
 from __future__ import annotations
 
-from flows.shrink import progressive_shrinking
-from flows.specialize import new_devices, predictor_flow, specialize_device
+from flows.shrink import evaluate_flow, progressive_shrinking
+from flows.specialize import (export_flow, new_devices, predictor_flow, search_flow,
+                              specialize_device)
 from ofa.config import load_params
 
 
@@ -20,6 +21,9 @@ def build_deployments(params_path: str = "params.yaml", preset: str | None = Non
         specialize_device.to_deployment(name="specialize-device", parameters=common),
         predictor_flow.to_deployment(name="predictor", parameters=common),
         progressive_shrinking.to_deployment(name="progressive-shrinking", parameters=common),
+        evaluate_flow.to_deployment(name="evaluate", parameters=common),
+        search_flow.to_deployment(name="search", parameters=common),
+        export_flow.to_deployment(name="export", parameters=common),
     ]
 
 

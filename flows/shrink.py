@@ -1,13 +1,15 @@
-"""Progressive shrinking as a Prefect flow, calling the same `ofa.train.train_phase` as the CLI.
+"""Training and evaluation as Prefect flows, calling the same `ofa` functions as the CLI.
 
-A failed phase is retried once: training resumes from the phase's last complete epoch, so a
-retry after a lost worker costs at most one epoch.
+The raw data passes its Great Expectations gate before any phase trains. A failed phase is
+retried once: training resumes from the phase's last complete epoch, so a retry after a lost
+worker costs at most one epoch.
 """
 
 from __future__ import annotations
 
 from prefect import flow, task
 
+from flows.gates import gate_task
 from ofa.config import load_params
 
 
@@ -24,12 +26,35 @@ def train_phase_task(params_path: str, phase: str, preset: str | None = None) ->
             **{k: v for k, v in last.items() if k.startswith("val_acc")}}
 
 
+@task(name="evaluate", retries=1, retry_delay_seconds=5)
+def evaluate_task(params_path: str, phase: str | None = None, preset: str | None = None,
+                  output: str = "reports/evaluate.json") -> dict:
+    from pathlib import Path
+
+    from ofa.evaluate import run_evaluate
+
+    params = load_params(params_path, preset)
+    phase = phase or params.shrinking_order()[-1]
+    ckpt = Path(params.train.checkpoint_dir) / f"{phase}.pt"
+    rows = run_evaluate(params, ckpt, [], ("val", "test"), Path(output))
+    return {"output": output, **{f"{r['name']}_r{r['resolution']}_test_acc": r["test_acc"]
+                                 for r in rows}}
+
+
 @flow(name="progressive-shrinking", log_prints=True)
 def progressive_shrinking(params_path: str = "params.yaml", phases: list[str] | None = None,
                           preset: str | None = None) -> list[dict]:
-    """Train the phases in order (default: the whole shrinking chain from params.yaml)."""
+    """Gate the raw data, then train the phases in order (default: the whole shrinking chain)."""
     order = phases or load_params(params_path, preset).shrinking_order()
+    gate_task(params_path, "data", None, preset)
     return [train_phase_task(params_path, name, preset) for name in order]
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate_flow(params_path: str = "params.yaml", phase: str | None = None,
+                  preset: str | None = None, output: str = "reports/evaluate.json") -> dict:
+    """min/mid/max subnets at every resolution, BN recalibrated, on validation and test."""
+    return evaluate_task(params_path, phase, preset, output)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Measurement and I/O tasks retry (a disturbed timing run or a busy disk is worth another go);
 tasks return small values (paths, metrics) and the artifacts stay where DVC versions them.
-`new_devices` finds registered devices without a latency table and specializes each.
+Great Expectations gates stand between steps: the accuracy dataset before the predictor is
+fitted, each latency table before anything searches with it. `new_devices` finds registered
+devices without a latency table and specializes each.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from prefect import flow, task
 
+from flows.gates import gate_task
 from ofa.config import load_params
 
 
@@ -129,17 +132,32 @@ def report_task(params_path: str, preset: str | None = None,
 
 @flow(name="predictor", log_prints=True)
 def predictor_flow(params_path: str = "params.yaml", preset: str | None = None) -> dict:
-    """Measure the accuracy dataset, then fit the predictor on it."""
+    """Measure the accuracy dataset, gate it, then fit the predictor on it."""
     acc_dataset_task(params_path, preset)
+    gate_task(params_path, "acc-dataset", None, preset)
     return fit_predictor_task(params_path, preset)
+
+
+@flow(name="search", log_prints=True)
+def search_flow(device: str, params_path: str = "params.yaml", preset: str | None = None) -> str:
+    """Search one device's constraints with its (gated) latency table and the predictor."""
+    gate_task(params_path, "latency", device, preset)
+    return search_task(params_path, device, preset)
+
+
+@flow(name="export", log_prints=True)
+def export_flow(device: str, params_path: str = "params.yaml", preset: str | None = None) -> str:
+    """Export, verify and time one device's searched subnets."""
+    return export_task(params_path, device, preset)
 
 
 @flow(name="specialize-device", log_prints=True)
 def specialize_device(device: str, params_path: str = "params.yaml", preset: str | None = None,
                       evaluate_json: str = "reports/evaluate.json", out_dir: str = "reports") -> dict:
-    """Latency table -> search -> export -> report, for one registered device."""
+    """Latency table -> gate -> search -> export -> report, for one registered device."""
     _params(params_path, preset).device(device)  # an unknown device fails before any work
     table = latency_task(params_path, device, preset)
+    gate_task(params_path, "latency", device, preset)
     search = search_task(params_path, device, preset)
     export = export_task(params_path, device, preset)
     report = report_task(params_path, preset, evaluate_json, out_dir)

@@ -56,10 +56,9 @@ def evaluate(ctx: typer.Context,
     from rich.console import Console
     from rich.table import Table
 
-    from ofa.checkpoint import atomic_write_text
-    from ofa.evaluate import evaluate_checkpoint
+    from ofa.evaluate import run_evaluate
 
-    rows = evaluate_checkpoint(params, checkpoint, config, chosen)
+    rows = run_evaluate(params, checkpoint, config, chosen, output)
     table = Table(title=f"{checkpoint} (BN recalibrated on {params.train.bn_calib_images} images)")
     for col in ("subnet", "res", "MMACs", "params", *(f"{s} top-1" for s in chosen)):
         table.add_column(col)
@@ -67,12 +66,6 @@ def evaluate(ctx: typer.Context,
         table.add_row(r["name"], str(r["resolution"]), f"{r['macs'] / 1e6:.2f}", str(r["params"]),
                       *(f"{100 * r[f'{s}_acc']:.2f}" for s in chosen))
     Console().print(table)
-    atomic_write_text(output, json.dumps({"checkpoint": str(checkpoint), "rows": rows}, indent=2))
-    from ofa.evaluate import markdown_summary
-
-    reports = [json.loads(p.read_text()) for name in params.phases
-               if (p := Path(params.train.report_dir) / f"{name}.json").is_file()]
-    atomic_write_text(output.with_suffix(".md"), markdown_summary(checkpoint, rows, chosen, reports))
     typer.echo(f"wrote {output} and {output.with_suffix('.md')}")
 
 

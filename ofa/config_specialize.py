@@ -51,6 +51,9 @@ class DeviceConfig:
     batch_size: int = 1
     device: Literal["cpu", "cuda"] = "cpu"
     latency_ms: tuple[float, ...] = ()    # latency constraints to specialize for
+    # latency constraints as fractions of the way from the device's fastest subnet (0) to its
+    # slowest (1), resolved against its own table: portable to machines of unknown speed
+    latency_frac: tuple[float, ...] = ()
     flops_m: tuple[float, ...] = ()       # MMAC constraints to specialize for
     table: str | None = None              # a table measured elsewhere (a phone): skip measuring
 
@@ -59,6 +62,8 @@ class DeviceConfig:
         require(self.batch_size >= 1, "devices.*.batch_size", "must be at least 1")
         require(all(v > 0 for v in self.latency_ms + self.flops_m),
                 "devices.*.latency_ms/flops_m", "constraints must be positive")
+        require(all(0 < v <= 1 for v in self.latency_frac), "devices.*.latency_frac",
+                "fractions must be in (0, 1]")
 
 
 @dataclass(frozen=True)

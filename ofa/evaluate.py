@@ -95,6 +95,22 @@ def evaluate_checkpoint(params: Params, path: Path, extra: list[str],
     return rows
 
 
+def run_evaluate(params: Params, checkpoint: Path, extra: list[str], splits: tuple[str, ...],
+                 output: Path) -> list[dict]:
+    """Evaluate (as evaluate_checkpoint) and write `output` (JSON) and its .md summary."""
+    import json
+
+    from ofa.checkpoint import atomic_write_text
+
+    rows = evaluate_checkpoint(params, checkpoint, extra, splits)
+    output = Path(output)
+    atomic_write_text(output, json.dumps({"checkpoint": str(checkpoint), "rows": rows}, indent=2))
+    reports = [json.loads(p.read_text()) for name in params.phases
+               if (p := Path(params.train.report_dir) / f"{name}.json").is_file()]
+    atomic_write_text(output.with_suffix(".md"), markdown_summary(checkpoint, rows, splits, reports))
+    return rows
+
+
 def markdown_summary(checkpoint: Path, rows: list[dict], splits: tuple[str, ...],
                      train_reports: list[dict]) -> str:
     """A human-readable record of a run: per-phase training time and per-subnet accuracy."""

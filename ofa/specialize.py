@@ -24,15 +24,31 @@ def export_dir(params: Params, device: str) -> Path:
     return Path(params.search.models_dir) / device
 
 
-def _constraints(params: Params, device: str, model) -> list:
+def latency_limits(params: Params, device: str, model, layout) -> list[float]:
+    """The device's latency limits in ms: `latency_ms` as given, then each `latency_frac`
+    resolved between its fastest and slowest subnet as its table predicts (4 digits)."""
+    import numpy as np
+
+    dev = params.device(device)
+    limits = list(dev.latency_ms)
+    if dev.latency_frac:
+        ends = np.stack([np.zeros(layout.width, dtype=np.int64), layout.cardinalities() - 1])
+        lo, hi = (float(v) for v in model.predict_genes(ends))
+        limits += [float(f"{lo + f * (hi - lo):.4g}") for f in dev.latency_frac]
+    return limits
+
+
+def _constraints(params: Params, device: str, model, layout) -> list:
     from ofa.search.evolution import Constraint
 
     dev = params.device(device)
-    out = [Constraint("latency_ms", model.predict_genes, limit) for limit in dev.latency_ms]
+    out = [Constraint("latency_ms", model.predict_genes, limit)
+           for limit in latency_limits(params, device, model, layout)]
     out += [Constraint("flops_m", lambda g: model.macs_genes(g) / 1e6, limit)
             for limit in dev.flops_m]
     if not out:
-        raise OFAError(f"params: devices.{device}: lists no latency_ms or flops_m constraints")
+        raise OFAError(f"params: devices.{device}: lists no latency_ms, latency_frac or flops_m "
+                       "constraints")
     return out
 
 
@@ -62,30 +78,36 @@ def run_search(params: Params, device: str, pareto: bool = True) -> Path:
 
 def _search_all(params: Params, device: str, space: SearchSpace, layout, predictor, model,
                 pareto: bool) -> tuple[list[dict], list[dict]]:
+    """One evolution per constraint, then each constraint takes the best predicted subnet
+    among everything found that meets it (so a looser limit never gets a worse pick), and
+    the NSGA-II front over (accuracy, latency)."""
     import numpy as np
 
     from ofa.encoding import from_genes
-    from ofa.search.evolution import evolve
+    from ofa.search.evolution import evolve, feasible
     from ofa.search.nsga import nsga2
 
+    constraints = _constraints(params, device, model, layout)
+    found = [evolve(layout, predictor.predict_genes, [c], params.search) for c in constraints]
+    front = nsga2(layout, predictor.predict_genes, [model.predict_genes], params.search) \
+        if pareto else []
+    pool = np.stack([r.genes for r in found] + [np.asarray(g) for g, _, _ in front])
+    scores = np.array([r.score for r in found] + [s for _, s, _ in front], dtype=np.float64)
     results = []
-    for c in _constraints(params, device, model):
-        res = evolve(layout, predictor.predict_genes, [c], params.search)
-        g = res.genes[None, :]
-        cfg = from_genes(space, g)[0]
+    for c in constraints:
+        ok = np.flatnonzero(feasible(pool, [c]))
+        best = ok[np.argmax(scores[ok])]  # never empty: the constraint's own evolution is in
+        g = pool[best][None, :]
         results.append({"constraint": f"{c.name}<={c.limit:g}", "name": c.name, "limit": c.limit,
-                        "config": str(cfg), "predicted_acc": float(res.score),
+                        "config": str(from_genes(space, g)[0]),
+                        "predicted_acc": float(scores[best]),
                         "predicted_latency_ms": float(model.predict_genes(g)[0]),
                         "macs": int(model.macs_genes(g)[0]),
                         "params": int(model.params_genes(g)[0])})
-    front = []
-    if pareto:
-        for g, score, objs in nsga2(layout, predictor.predict_genes, [model.predict_genes],
-                                    params.search):
-            front.append({"config": str(from_genes(space, np.asarray(g)[None])[0]),
-                          "predicted_acc": float(score), "predicted_latency_ms": float(objs[0])})
-        front.sort(key=lambda r: r["predicted_latency_ms"])
-    return results, front
+    rows = [{"config": str(from_genes(space, np.asarray(g)[None])[0]),
+             "predicted_acc": float(score), "predicted_latency_ms": float(objs[0])}
+            for g, score, objs in front]
+    return results, sorted(rows, key=lambda r: r["predicted_latency_ms"])
 
 
 def read_search(params: Params, device: str) -> dict:

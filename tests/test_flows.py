@@ -33,7 +33,8 @@ def test_deployments_are_built_with_the_schedule_from_params():
     from tests.conftest import ROOT
 
     deps = {d.name: d for d in build_deployments(str(ROOT / "params.yaml"))}
-    assert set(deps) == {"new-devices", "specialize-device", "predictor", "progressive-shrinking"}
+    assert set(deps) == {"new-devices", "specialize-device", "predictor", "progressive-shrinking",
+                         "evaluate", "search", "export"}
     cron = load_params(ROOT / "params.yaml").orchestration.new_devices_cron
     assert [s.schedule.cron for s in deps["new-devices"].schedules] == [cron]
     assert not deps["specialize-device"].schedules

@@ -69,7 +69,12 @@ def test_smoke_pipeline_runs_every_phase(smoke_repo: Path):
     assert {r["name"] for r in rows} == {"min", "mid", "max"}
     assert all(0.0 <= r["test_acc"] <= 1.0 for r in rows)
     lock = yaml.safe_load((smoke_repo / "dvc.lock").read_text())
-    assert "shrink@expand2" in lock["stages"]
+    devices = yaml.safe_load((smoke_repo / "params.yaml").read_text())["devices"]
+    assert {"shrink@expand2", "fit-predictor", "report"} <= set(lock["stages"])
+    assert {f"export@{d}" for d in devices} <= set(lock["stages"])
+    pareto = (smoke_repo / "reports/pareto.md").read_text()
+    for d in devices:
+        assert f"## {d}" in pareto and (smoke_repo / "data/latency" / f"{d}.parquet").is_file()
 
 
 @pytest.mark.slow
@@ -85,4 +90,26 @@ def test_pipeline_reruns_only_what_changed(smoke_repo: Path):
     assert changed == {"shrink@expand2"}, changed
     out = _run([dvc, "repro"], smoke_repo, env)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"shrink@expand2", "evaluate"}, out
+    # the phase and everything that reads its checkpoint; never earlier phases or the tables
+    assert {"shrink@expand2", "evaluate", "acc-dataset"} <= ran, out
+    assert not ran & {"validate-data", "teacher", "shrink@kernel", "shrink@depth1",
+                      "shrink@depth2", "shrink@expand1"}, out
+    assert not any(name.startswith("latency@") for name in ran), out
+
+
+@pytest.mark.slow
+def test_registering_a_device_adds_only_its_stages(smoke_repo: Path):
+    env = _env(smoke_repo)
+    dvc = str(BIN / "dvc")
+    assert json.loads(_run([dvc, "status", "--json"], smoke_repo, env)) == {}
+    params = yaml.safe_load((smoke_repo / "params.yaml").read_text())
+    params["devices"]["ort2-b4"] = {"backend": "onnxruntime", "threads": 2, "batch_size": 4,
+                                    "latency_ms": [100.0]}
+    (smoke_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = set(json.loads(_run([dvc, "status", "--json"], smoke_repo, env)))
+    assert changed == {"latency@ort2-b4", "search@ort2-b4", "export@ort2-b4"}, changed
+    out = _run([dvc, "repro"], smoke_repo, env)
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    # its own stages, then the report that gains its rows; no other device is touched
+    assert ran == {"latency@ort2-b4", "search@ort2-b4", "export@ort2-b4", "report"}, out
+    assert "## ort2-b4" in (smoke_repo / "reports/pareto.md").read_text()

@@ -79,6 +79,22 @@ def test_search_meets_every_constraint(world, device):
     assert loose["predicted_acc"] >= tight["predicted_acc"] - 1e-9  # a looser limit never hurts
 
 
+@pytest.mark.parametrize("frac", [[0.3, 0.8], [1.0]])
+def test_latency_fractions_resolve_between_the_fastest_and_slowest_subnet(world, tmp_path, frac):
+    params, space, _, _ = world
+    model = LatencyModel.load(table_path(params, "t1"), space)
+    lo, hi = (float(model.predict([c])[0]) for c in (space.min_config(), space.max_config()))
+    rel = tiny_space_params(tmp_path, {"t1": DEVICES["t1"] | {"latency_frac": frac}},
+                            latency={"table_dir": params.latency.table_dir},
+                            predictor={"weights_path": params.predictor.weights_path},
+                            search={"population": 16, "generations": 15})
+    run_search(rel, "t1")
+    rows = read_search(rel, "t1")["results"]
+    assert [r["limit"] for r in rows] == pytest.approx([lo + f * (hi - lo) for f in frac], rel=1e-3)
+    for row in rows:
+        assert model.predict([SubnetConfig.parse(row["config"])])[0] <= row["limit"] + 1e-9
+
+
 def test_search_is_seeded(world):
     params, _, _, _ = world
     first = search_path(params, "t1").read_text() if search_path(params, "t1").is_file() else None

@@ -94,7 +94,7 @@ def check_table(params: Params, device: str) -> dict:
     cannot be checked here (NaN metrics, `external: true`)."""
     from ofa.checkpoint import atomic_write_text
     from ofa.latency.layers import torch_seed
-    from ofa.latency.measure import time_modules
+    from ofa.latency.measure import make_runners, time_interleaved, torch_threads
     from ofa.nn.supernet import OFAMobileNetV3
 
     dev = params.device(device)
@@ -117,14 +117,16 @@ def check_table(params: Params, device: str) -> dict:
     items = [(net.export(c).eval(), (dev.batch_size, space.cfg.in_channels, c.r, c.r))
              for c in cfgs + (cal if len(cal_then) == len(cal) else [])]
     best = None
-    for attempt in range(CHECK_ATTEMPTS):
-        ms = time_modules(items, dev, lat, seed=lat.seed + 1 + attempt)
-        drift = (float(np.median(np.median(ms[len(cfgs):], axis=1) / cal_then))
-                 if len(items) > len(cfgs) else nan)
-        if best is None or abs(drift - 1) < abs(best[1] - 1):
-            best = (ms[:len(cfgs)], drift, attempt + 1)
-        if not abs(drift - 1) > DRIFT_TOLERANCE:   # also stops on nan (nothing to compare)
-            break
+    with torch_threads(dev.threads):
+        runners = make_runners(items, dev)
+        for attempt in range(CHECK_ATTEMPTS):
+            ms = time_interleaved(runners, lat.warmup, lat.repeats, seed=lat.seed + 1 + attempt)
+            drift = (float(np.median(np.median(ms[len(cfgs):], axis=1) / cal_then))
+                     if len(items) > len(cfgs) else nan)
+            if best is None or abs(drift - 1) < abs(best[1] - 1):
+                best = (ms[:len(cfgs)], drift, attempt + 1)
+            if not abs(drift - 1) > DRIFT_TOLERANCE:   # also stops on nan (nothing to compare)
+                break
     ms, drift, attempts = best
     meas = np.median(ms, axis=1)
     genes = to_genes(space, cfgs)

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models._utils import _make_divisible
 
+from ofa.nn.depthwise import depthwise_conv
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "hswish": nn.Hardswish}
 
 
@@ -67,8 +69,7 @@ class ElasticDepthwise(nn.Module):
         return w
 
     def forward(self, x: torch.Tensor, kernel: int) -> torch.Tensor:
-        c = x.shape[1]
-        return F.conv2d(x, self.kernel_weight(kernel, c), None, self.stride, kernel // 2, 1, c)
+        return depthwise_conv(x, self.kernel_weight(kernel, x.shape[1]), self.stride)
 
 
 class ElasticBatchNorm(nn.BatchNorm2d):

@@ -217,7 +217,11 @@ class ValueCache:
 
     def __call__(self, genes: np.ndarray, keys: list[bytes]) -> np.ndarray:
         """Values (N, width) of canonical genes; the unknown ones in one call of fn."""
-        new = [i for i, k in enumerate(keys) if k not in self.index]
+        new, fresh = [], set()
+        for i, k in enumerate(keys):   # each unknown subnet once, even if repeated in keys
+            if k not in self.index and k not in fresh:
+                fresh.add(k)
+                new.append(i)
         if new:
             n, need = len(self.index), len(self.index) + len(new)
             if need > len(self.buf):

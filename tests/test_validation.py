@@ -1,0 +1,119 @@
+"""Great expectations gates: each stops a deliberately broken table naming the expectation,
+writes its JSON and HTML result, and (in a flow) stops before any later step writes."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from ofa.data import Dataset, Split
+from ofa.errors import OFAError
+from ofa.validation import validate_acc_dataset, validate_latency_table, validate_raw_data
+
+pytest.importorskip("great_expectations")
+
+MIN = "r20-d2222-k3333333333333333-e3333333333333333"
+MAX = "r32-d4444-k7777777777777777-e6666666666666666"
+
+
+def _split(n: int, seed: int, classes: int = 3) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    return Split(torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g),
+                 torch.arange(n) % classes)
+
+
+def _data(**splits: Split) -> Dataset:
+    parts = {"train": _split(30, 0), "val": _split(9, 1), "test": _split(9, 2)} | splits
+    return Dataset(**parts, mean=(0.5,), std=(0.25,), num_classes=3)
+
+
+def _acc(**cols) -> pd.DataFrame:
+    mid = "r24-d3333-k5555555555555555-e4444444444444444"
+    return pd.DataFrame({"config": [MIN, mid, MAX], "accuracy": [0.85, 0.88, 0.9]} | cols)
+
+
+def _lat(**cols) -> pd.DataFrame:
+    return pd.DataFrame({"key": ["stem", "block", "head"], "median_ms": [0.1, 0.5, 0.05],
+                         "spread_ms": [0.01, 0.02, 0.01]} | cols)
+
+
+def test_good_tables_pass_and_leave_json_and_html(tmp_path):
+    validate_raw_data(_data(), tmp_path)
+    validate_acc_dataset(_acc(), MIN, MAX, tmp_path)
+    validate_latency_table(_lat(), ["stem", "block", "head"], "dev", tmp_path)
+    for name in ("raw_data", "acc_dataset", "latency_dev"):
+        summary = json.loads((tmp_path / f"{name}.json").read_text())
+        assert summary["success"] and summary["results"]
+        assert "passed" in (tmp_path / f"{name}.html").read_text()
+
+
+BROKEN_DATA = {
+    "label outside the set": ({"test": Split(_split(9, 2).images, torch.full((9,), 7))},
+                              "expect_column_distinct_values_to_equal_set"),
+    "validation inside training": ({"val": Split(_split(30, 0).images[:9], torch.arange(9) % 3)},
+                                   "val_in_train"),
+    "mixed image shapes": ({"test": Split(torch.zeros(9, 1, 6, 6, dtype=torch.uint8),
+                                          torch.arange(9) % 3)}, "expect_column_values_to_be_in_set"),
+    "one class dominates": ({"train": Split(_split(30, 0).images,
+                                            torch.tensor([0] * 26 + [1, 1, 2, 2]))},
+                            "class_share_ratio"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_DATA))
+def test_broken_raw_data_is_stopped(tmp_path, case):
+    splits, needle = BROKEN_DATA[case]
+    with pytest.raises(OFAError, match=rf"validation gate 'raw_data' failed: .*{needle}"):
+        validate_raw_data(_data(**splits), tmp_path)
+    summary = json.loads((tmp_path / "raw_data.json").read_text())
+    assert not summary["success"] and "FAILED" in (tmp_path / "raw_data.html").read_text()
+
+
+@pytest.mark.parametrize("table,needle", [
+    (_acc(accuracy=[0.85, 1.3, 0.9]), "expect_column_values_to_be_between"),
+    (_acc(config=[MIN, MIN, MAX]), "expect_column_values_to_be_unique"),
+    (_acc(config=[MIN, MIN.replace("r20", "r24"), MIN.replace("r20", "r28")]),
+     "expect_column_distinct_values_to_contain_set"),
+    (_acc(accuracy=[0.9, 0.9, 0.9]), "expect_column_stdev_to_be_between"),
+])
+def test_broken_accuracy_dataset_is_stopped(tmp_path, table, needle):
+    with pytest.raises(OFAError, match=rf"'acc_dataset' failed: {needle}"):
+        validate_acc_dataset(table, MIN, MAX, tmp_path)
+
+
+@pytest.mark.parametrize("table,needle", [
+    (_lat(median_ms=[0.1, -0.5, 0.05]), "expect_column_values_to_be_between"),
+    (_lat(key=["stem", "stem", "head"]), "expect_column_values_to_be_unique"),
+    (_lat(key=["stem", "other", "head"]), "expect_column_distinct_values_to_contain_set"),
+    (_lat(spread_ms=[1.0, 9.0, 1.0]), "spread_ratio"),
+])
+def test_broken_latency_table_is_stopped(tmp_path, table, needle):
+    with pytest.raises(OFAError, match=rf"'latency_dev' failed: .*{needle}"):
+        validate_latency_table(table, ["stem", "block", "head"], "dev", tmp_path)
+
+
+def test_a_failed_gate_stops_the_flow_before_the_search_writes(tmp_path, monkeypatch):
+    """specialize-device: a latency table that breaks its contract never reaches the search."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.specialize import search_flow
+    from ofa.latency import table_path
+    from tests.conftest import tiny_space_params
+
+    params = tiny_space_params(tmp_path, {"t1": {"backend": "torch", "latency_ms": [1.0]}})
+    layers = pd.DataFrame({"key": ["stem-only"], "median_ms": [0.1], "spread_ms": [0.01],
+                           "count": [3]})
+    path = table_path(params, "t1")
+    path.parent.mkdir(parents=True)
+    layers.to_parquet(path)
+    monkeypatch.chdir(tmp_path)
+    with prefect_test_harness(server_startup_timeout=120):
+        state = search_flow("t1", str(tmp_path / "params.yaml"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(OFAError, match="validation gate 'latency_t1' failed: "
+                                       "expect_column_distinct_values_to_contain_set"):
+        state.result()
+    assert not (tmp_path / "search" / "t1.json").exists()
