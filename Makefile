@@ -16,7 +16,8 @@ export DISABLE_PANDERA_IMPORT_WARNING := True
 setup: $(VENV)/.installed $(FASHION_MNIST)
 
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
+	test -x $(PY) || python3 -m venv $(VENV) || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq python3-venv && python3 -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@

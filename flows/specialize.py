@@ -47,7 +47,7 @@ def measure_chunk_task(params_path: str, preset: str | None, configs: list[str])
     net, _ = load_supernet(p, Path(p.train.checkpoint_dir) / f"{p.shrinking_order()[-1]}.pt")
     if p.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    return measure_configs(net, [SubnetConfig.parse(c) for c in configs], load_dataset(p.data),
+    return measure_configs(net, [SubnetConfig.parse(c) for c in configs], load_dataset(p.data, p.space),
                            EvalSettings.from_train(p.train), p.predictor.val_images)
 
 

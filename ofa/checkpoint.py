@@ -37,6 +37,27 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text))
 
 
+def staging_dir(folder: Path) -> Path:
+    """A fresh hidden folder beside `folder`, to fill and then `publish_dir` in its place."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+
+
+def publish_dir(staged: Path, folder: Path) -> None:
+    """Put a completely written `staged` folder where `folder` was, by renames only: readers
+    see the old folder or the new one, never a mix."""
+    import shutil
+
+    os.chmod(staged, 0o755)
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(staged, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def save_checkpoint(path: Path, model: dict, meta: dict, optimizer: dict | None = None) -> None:
     payload = {"format": FORMAT, "meta": meta, "model": model}
     if optimizer is not None:

@@ -16,70 +16,10 @@ from typing import Any, Literal
 
 import yaml
 
+from ofa.config_space import Activation, ConvSpec, SpaceConfig, StageSpec  # noqa: F401
 from ofa.config_specialize import (DeviceConfig, LatencyConfig, OrchestrationConfig,
                                    PredictorConfig, SearchConfig)
-from ofa.errors import OFAError, require
-
-Activation = Literal["relu", "hswish"]
-
-
-@dataclass(frozen=True)
-class ConvSpec:
-    """A fixed layer outside the elastic stages (stem, first block)."""
-
-    width: int
-    stride: int
-    act: Activation
-    se: bool = False
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """One elastic stage, in the spirit of torchvision's MobileNetV3 block table."""
-
-    width: int
-    stride: int
-    act: Activation
-    se: bool
-
-
-@dataclass(frozen=True)
-class SpaceConfig:
-    in_channels: int
-    num_classes: int
-    stem: ConvSpec
-    first_block: ConvSpec
-    stages: tuple[StageSpec, ...]
-    final_expand_width: int
-    feature_width: int
-    kernel_choices: tuple[int, ...]
-    expand_choices: tuple[int, ...]
-    depth_choices: tuple[int, ...]
-    resolutions: tuple[int, ...]
-    dropout: float = 0.1
-    bn_eps: float = 1e-5
-    bn_momentum: float = 0.1
-
-    def __post_init__(self) -> None:
-        _require(len(self.stages) >= 1, "space.stages", "needs at least one stage")
-        for name, values in (("kernel_choices", self.kernel_choices),
-                             ("expand_choices", self.expand_choices),
-                             ("depth_choices", self.depth_choices)):
-            _require(len(values) > 0 and len(set(values)) == len(values), f"space.{name}",
-                     "must be a non-empty list without repeats")
-            _require(all(1 <= v <= 9 for v in values), f"space.{name}", "values must be in 1..9")
-        _require(min(self.expand_choices) >= 2, "space.expand_choices",
-                 "expand ratios must be at least 2 (ratio 1 has no expansion layer to make elastic)")
-        _require(all(k % 2 == 1 for k in self.kernel_choices), "space.kernel_choices",
-                 "kernel sizes must be odd")
-        _require(len(self.resolutions) > 0 and all(r >= 8 for r in self.resolutions),
-                 "space.resolutions", "must list resolutions of at least 8 px")
-        _require(0.0 <= self.dropout < 1.0, "space.dropout", "must be in [0, 1)")
-        for i, st in enumerate(self.stages):
-            _require(st.width > 0 and st.width % 8 == 0, f"space.stages[{i}].width",
-                     "must be a positive multiple of 8")
-            _require(st.stride in (1, 2), f"space.stages[{i}].stride", "must be 1 or 2")
-
+from ofa.errors import OFAError, optional, require
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -88,7 +28,7 @@ class DataConfig:
     val_size: int = 10000
     split_seed: int = 0
     image_size: int = 28
-    augment: bool = True
+    augment: bool = False
     subset: int = 0  # 0 = use every training image; >0 caps the training split (smoke runs)
 
     def __post_init__(self) -> None:
@@ -110,8 +50,8 @@ class TrainConfig:
     bn_calib_images: int
     eval_images: int  # validation images for per-epoch metrics (0 = whole split)
     final_eval_images: int = 0  # images per split for `ofa-cli evaluate` (0 = whole split)
-    checkpoint_dir: str = "data/checkpoints"
-    report_dir: str = "reports/train"
+    checkpoint_dir: str = optional("data/checkpoints")
+    report_dir: str = optional("reports/train")
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -121,6 +61,9 @@ class TrainConfig:
         _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
         _require(self.bn_calib_images > 0, "train.bn_calib_images", "must be positive")
         _require(self.eval_images >= 0, "train.eval_images", "must be >= 0")
+        _require(self.final_eval_images >= 0, "train.final_eval_images", "must be >= 0 (0 = all)")
+        _require(0.0 <= self.momentum < 1.0, "train.momentum", "must be in [0, 1)")
+        _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -134,10 +77,10 @@ class PhaseConfig:
     images_per_epoch: int  # 0 = the whole training split
     subnets_per_step: int
     kd_ratio: float
-    init_from: str | None = None
-    sort_channels: bool = False
-    elastic_resolution: bool = True
-    sandwich: bool = False  # beyond the paper (BigNAS): each step's first two subnets are the
+    init_from: str | None = optional(None)
+    sort_channels: bool = optional(False)
+    elastic_resolution: bool = optional(True)
+    sandwich: bool = optional(False)  # beyond the paper (BigNAS): each step's first two subnets are the
     # phase's largest and smallest, the rest random
 
     def __post_init__(self) -> None:
@@ -221,14 +164,14 @@ def _build(tp: Any, value: Any, key: str) -> Any:
             sub = f"{key}.{f.name}" if key else f.name
             if f.name in value:
                 kwargs[f.name] = _build(hints[f.name], value[f.name], sub)
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            elif not f.metadata.get("optional"):
                 raise OFAError(f"params: {sub}: missing key")
         try:
             return tp(**kwargs)
         except OFAError as exc:
             msg = str(exc)
-            if tp is DeviceConfig and msg.startswith("params: devices.*."):
-                raise OFAError(f"params: {key}.{msg[len('params: devices.*.'):]}") from None
+            if tp is DeviceConfig and msg.startswith("params: devices.*"):
+                raise OFAError(f"params: {key}{msg[len('params: devices.*'):]}") from None
             if tp is PhaseConfig and msg.startswith("params: "):
                 raise OFAError(f"params: {key}.{msg[len('params: '):]}") from None
             raise

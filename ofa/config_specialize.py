@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ofa.errors import require
+from ofa.errors import optional, require
 
 Backend = Literal["torch", "torchscript", "onnxruntime"]
 
@@ -17,8 +17,8 @@ Backend = Literal["torch", "torchscript", "onnxruntime"]
 class PredictorConfig:
     """The accuracy dataset (measured subnets) and the MLP fitted on it."""
 
-    n_subnets: int = 400          # subnets measured for the dataset (min and max always included)
-    val_images: int = 2000        # validation images per subnet (0 = the whole split)
+    n_subnets: int = 250          # subnets measured for the dataset (min and max always included)
+    val_images: int = 5000        # validation images per subnet (0 = the whole split)
     seed: int = 0
     hidden: int = 400             # the paper: 3 hidden layers of 400
     layers: int = 3
@@ -27,9 +27,9 @@ class PredictorConfig:
     batch_size: int = 64
     weight_decay: float = 1.0e-4
     split: tuple[float, ...] = (0.7, 0.15, 0.15)  # train / validation / test, by config
-    dataset_path: str = "data/predictor/acc_dataset.parquet"
-    weights_path: str = "data/predictor/mlp.safetensors"
-    report_path: str = "reports/predictor.json"
+    dataset_path: str = optional("data/predictor/acc_dataset.parquet")
+    weights_path: str = optional("data/predictor/mlp.safetensors")
+    report_path: str = optional("reports/predictor.json")
 
     def __post_init__(self) -> None:
         require(self.n_subnets >= 10, "predictor.n_subnets", "must be at least 10")
@@ -37,6 +37,7 @@ class PredictorConfig:
         require(self.hidden > 0 and self.layers > 0, "predictor.hidden/layers", "must be positive")
         require(self.epochs > 0 and self.lr > 0 and self.batch_size > 0,
                 "predictor.epochs/lr/batch_size", "must be positive")
+        require(self.weight_decay >= 0, "predictor.weight_decay", "must be >= 0")
         require(len(self.split) == 3 and all(s > 0 for s in self.split)
                 and abs(sum(self.split) - 1.0) < 1e-6, "predictor.split",
                 "needs three positive fractions summing to 1 (train, validation, test)")
@@ -47,15 +48,15 @@ class DeviceConfig:
     """One deployment target: how to run a subnet there and the constraints to meet."""
 
     backend: Backend
-    threads: int = 1
-    batch_size: int = 1
-    device: Literal["cpu", "cuda"] = "cpu"
-    latency_ms: tuple[float, ...] = ()    # latency constraints to specialize for
+    threads: int = optional(1)
+    batch_size: int = optional(1)
+    device: Literal["cpu", "cuda"] = optional("cpu")
+    latency_ms: tuple[float, ...] = optional(())  # latency constraints to specialize for
     # latency constraints as fractions of the way from the device's fastest subnet (0) to its
     # slowest (1), resolved against its own table: portable to machines of unknown speed
-    latency_frac: tuple[float, ...] = ()
-    flops_m: tuple[float, ...] = ()       # MMAC constraints to specialize for
-    table: str | None = None              # a table measured elsewhere (a phone): skip measuring
+    latency_frac: tuple[float, ...] = optional(())
+    flops_m: tuple[float, ...] = optional(())  # MMAC constraints to specialize for
+    table: str | None = optional(None)    # a table measured elsewhere (a phone): skip measuring
 
     def __post_init__(self) -> None:
         require(self.threads >= 1, "devices.*.threads", "must be at least 1")
@@ -64,16 +65,18 @@ class DeviceConfig:
                 "devices.*.latency_ms/flops_m", "constraints must be positive")
         require(all(0 < v <= 1 for v in self.latency_frac), "devices.*.latency_frac",
                 "fractions must be in (0, 1]")
+        require(bool(self.latency_ms or self.latency_frac or self.flops_m), "devices.*",
+                "needs at least one constraint: latency_ms, latency_frac or flops_m")
 
 
 @dataclass(frozen=True)
 class LatencyConfig:
-    warmup: int = 5
-    repeats: int = 21             # timings per layer; the table keeps median and spread
+    warmup: int = 3
+    repeats: int = 31             # timings per layer; the table keeps median and spread
     check_subnets: int = 50       # random full subnets timed end to end to check the table
     seed: int = 0
-    table_dir: str = "data/latency"
-    report_dir: str = "reports/latency"
+    table_dir: str = optional("data/latency")
+    report_dir: str = optional("reports/latency")
 
     def __post_init__(self) -> None:
         require(self.warmup >= 0, "latency.warmup", "must be >= 0")
@@ -92,8 +95,8 @@ class SearchConfig:
     mutation_prob: float = 0.1
     seed: int = 0
     max_tries: int = 1000         # bound on rejection sampling of feasible subnets
-    output_dir: str = "data/search"
-    models_dir: str = "models"    # export: models/<device>/<constraint>/
+    output_dir: str = optional("data/search")
+    models_dir: str = optional("models")  # export: models/<device>/<constraint>/
 
     def __post_init__(self) -> None:
         require(self.population >= 4, "search.population", "must be at least 4")
@@ -113,6 +116,43 @@ class OrchestrationConfig:
     dask_workers: int = 2                    # LocalCluster workers
 
     def __post_init__(self) -> None:
-        require(len(self.new_devices_cron.split()) == 5, "orchestration.new_devices_cron",
-                "must be a 5-field cron expression")
+        require(_valid_cron(self.new_devices_cron), "orchestration.new_devices_cron",
+                f"{self.new_devices_cron!r} is not a valid 5-field cron expression")
         require(self.dask_workers >= 1, "orchestration.dask_workers", "must be at least 1")
+
+
+CRON_FIELDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))  # minute hour day month weekday
+CRON_NAMES = ({}, {}, {}, {m: i + 1 for i, m in enumerate(
+    "jan feb mar apr may jun jul aug sep oct nov dec".split())},
+    {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())})
+
+
+def _valid_cron(expr: str) -> bool:
+    """A standard 5-field cron expression (lists, ranges, steps, month/day names), checked
+    here so that loading params never has to import Prefect."""
+    fields = expr.split()
+    if len(fields) != 5:
+        return False
+
+    def value(tok: str, i: int) -> int | None:
+        v = CRON_NAMES[i].get(tok.lower(), tok)
+        if isinstance(v, str) and not v.isdigit():
+            return None
+        v = int(v)
+        lo, hi = CRON_FIELDS[i]
+        return v if lo <= v <= hi else None
+
+    for i, field_ in enumerate(fields):
+        for part in field_.split(","):
+            rng, _, step = part.partition("/")
+            if step and not (step.isdigit() and int(step) > 0):
+                return False
+            if rng == "*":
+                continue
+            ends = rng.split("-")
+            vals = [value(e, i) for e in ends]
+            if len(ends) > 2 or None in vals or (len(vals) == 2 and vals[0] > vals[1]):
+                return False
+            if step and len(ends) == 1:
+                return False
+    return True

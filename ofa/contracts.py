@@ -37,7 +37,7 @@ class LatencyTable(pa.DataFrameModel):
     key: Series[str] = pa.Field(unique=True)
     median_ms: Series[float] = pa.Field(gt=0.0)
     spread_ms: Series[float] = pa.Field(ge=0.0, nullable=True)
-    count: Series[int] = pa.Field(ge=1, nullable=True)
+    count: Series[int] = pa.Field(ge=0, nullable=True)  # timings per layer; 0 = unknown (imported)
 
     @pa.check("median_ms", name="finite")
     def _finite(cls, s: Series[float]) -> Series[bool]:  # noqa: N805 - pandera's signature

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ofa.config import DataConfig
+from ofa.config import DataConfig, SpaceConfig
 from ofa.errors import OFAError
 
 
@@ -146,8 +146,9 @@ def load_image_folder(root: Path, size: int) -> tuple[Split, Split]:
 
 
 # -- splits ----------------------------------------------------------------------------------
-def load_dataset(cfg: DataConfig) -> Dataset:
-    """Read the data and hold out a fixed-seed validation split from the training images."""
+def load_dataset(cfg: DataConfig, space: SpaceConfig | None = None) -> Dataset:
+    """Read the data and hold out a fixed-seed validation split from the training images;
+    with `space`, refuse data the network cannot take (channels, more classes than outputs)."""
     root = Path(cfg.root)
     if cfg.name == "fashion_mnist":
         train_full, test = load_fashion_mnist(root)
@@ -171,6 +172,12 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
     std = tuple(x.std(dim=(0, 2, 3)).tolist())
     num_classes = int(max(train_full.labels.max(), test.labels.max())) + 1
+    if space is not None and train.images.shape[1] != space.in_channels:
+        raise OFAError(f"params: space.in_channels: {space.in_channels}, but the {cfg.name} "
+                       f"images have {train.images.shape[1]} channel(s)")
+    if space is not None and num_classes > space.num_classes:
+        raise OFAError(f"params: space.num_classes: {space.num_classes} is fewer than the "
+                       f"data's {num_classes} classes")
     return Dataset(train, val, test, mean, std, num_classes)
 
 

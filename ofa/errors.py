@@ -9,3 +9,11 @@ def require(ok: bool, key: str, why: str) -> None:
     """Refuse a params value, naming its dotted key."""
     if not ok:
         raise OFAError(f"params: {key}: {why}")
+
+
+def optional(default):
+    """A params field that may be left out of params.yaml (every other key is required, even
+    where the dataclass has a default for code that builds configs directly)."""
+    import dataclasses
+
+    return dataclasses.field(default=default, metadata={"optional": True})

@@ -83,7 +83,7 @@ def evaluate_checkpoint(params: Params, path: Path, extra: list[str],
     net, _ = load_supernet(params, path)
     if params.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    data = load_dataset(params.data)
+    data = load_dataset(params.data, params.space)
     settings = EvalSettings.from_train(params.train)
     rows = []
     with make_progress(True) as bar:

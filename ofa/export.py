@@ -8,9 +8,7 @@ checked in onnxruntime against PyTorch on real test images before the folder is 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -44,10 +42,14 @@ def load_exported(space: SearchSpace, folder: Path) -> nn.Module:
         state = load_file(str(folder / WEIGHTS))
     except (OSError, json.JSONDecodeError, SafetensorError) as exc:
         raise OFAError(f"exported model {folder} is missing or unreadable ({exc})") from None
-    if meta.get("space") != space.fingerprint():
+    if not isinstance(meta, dict) or meta.get("space") != space.fingerprint():
         raise OFAError(f"exported model {folder} comes from another search space")
-    net = build_static(space, SubnetConfig.from_dict(meta["config"]))
-    net.load_state_dict(state)
+    try:
+        net = build_static(space, SubnetConfig.from_dict(meta["config"]))
+        net.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise OFAError(f"exported model {folder} does not match its own config ({first})") from None
     return net.eval()
 
 
@@ -71,9 +73,10 @@ def write_model(model: nn.Module, cfg: SubnetConfig, space: SearchSpace, folder:
 
     model = model.eval().to(memory_format=torch.contiguous_format)
     x = check_inputs.contiguous().float()
+    from ofa.checkpoint import publish_dir, staging_dir
+
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    tmp = staging_dir(folder)
     try:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"config": cfg.to_json(),
@@ -93,15 +96,7 @@ def write_model(model: nn.Module, cfg: SubnetConfig, space: SearchSpace, folder:
                   "onnx_max_abs_diff": diff, "files": [WEIGHTS, TORCHSCRIPT, ONNX],
                   **(extra or {})}
         (tmp / CONFIG).write_text(json.dumps(record, indent=2))
-        os.chmod(tmp, 0o755)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
+        publish_dir(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return record

@@ -138,7 +138,9 @@ def baseline_configs(space: SearchSpace) -> list[tuple[str, SubnetConfig]]:
 
 def run_export(params: Params, device: str, checkpoint: Path) -> Path:
     """Export every searched subnet for the device; time them and the baselines there."""
-    from ofa.checkpoint import atomic_write_text
+    import shutil
+
+    from ofa.checkpoint import atomic_write_text, publish_dir, staging_dir
     from ofa.data import load_dataset
     from ofa.evaluate import EvalSettings
     from ofa.export import build_static, constraint_dirname, export_choice
@@ -149,32 +151,40 @@ def run_export(params: Params, device: str, checkpoint: Path) -> Path:
     record = read_search(params, device)
     net, _ = load_supernet(params, checkpoint)
     space = net.space
-    data = load_dataset(params.data)
+    data = load_dataset(params.data, params.space)
     settings = EvalSettings.from_train(params.train)
     in_c = space.cfg.in_channels
 
     def measure(module, r: int) -> float:
         return end_to_end_ms(module, dev, r, in_c, params.latency)
 
+    # The device's whole folder is staged and swapped in at the end: a failure part-way (an
+    # ONNX mismatch, a disk error) leaves the previous export as it was, never a mix.
     folder = export_dir(params, device)
-    chosen = []
-    for row in record["results"]:
-        cfg = space.validate(SubnetConfig.parse(row["config"]))
-        sub = folder / constraint_dirname(row["name"], row["limit"])
-        rec = export_choice(net, cfg, sub, data, settings, measure, extra={"device": device},
-                            test_images=params.train.final_eval_images)
-        chosen.append(row | {"test_acc": rec["test_acc"], "measured_latency_ms":
-                             rec["measured_latency_ms"], "folder": str(sub)})
-    baselines = [{"name": name, "config": str(cfg), "resolution": cfg.r,
-                  "measured_latency_ms": measure(build_static(space, cfg), cfg.r)}
-                 for name, cfg in baseline_configs(space)]
-    from ofa.contracts import ParetoRows, validate_records
+    staged = staging_dir(folder)
+    try:
+        chosen = []
+        for row in record["results"]:
+            cfg = space.validate(SubnetConfig.parse(row["config"]))
+            name = constraint_dirname(row["name"], row["limit"])
+            rec = export_choice(net, cfg, staged / name, data, settings, measure,
+                                extra={"device": device},
+                                test_images=params.train.final_eval_images)
+            chosen.append(row | {"test_acc": rec["test_acc"], "measured_latency_ms":
+                                 rec["measured_latency_ms"], "folder": str(folder / name)})
+        baselines = [{"name": name, "config": str(cfg), "resolution": cfg.r,
+                      "measured_latency_ms": measure(build_static(space, cfg), cfg.r)}
+                     for name, cfg in baseline_configs(space)]
+        from ofa.contracts import ParetoRows, validate_records
 
-    validate_records(chosen, ParetoRows, f"export of {device}")
-    out = folder / "export.json"
-    atomic_write_text(out, json.dumps({"device": device, "checkpoint": str(checkpoint),
-                                       "chosen": chosen, "baselines": baselines}, indent=2))
-    return out
+        validate_records(chosen, ParetoRows, f"export of {device}")
+        atomic_write_text(staged / "export.json", json.dumps(
+            {"device": device, "checkpoint": str(checkpoint), "chosen": chosen,
+             "baselines": baselines}, indent=2))
+        publish_dir(staged, folder)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return folder / "export.json"
 
 
 def run_report(params: Params, devices: list[str] | None = None,
@@ -196,15 +206,14 @@ def _sampled(params: Params, device: str) -> list[dict]:
     """The accuracy dataset's subnets with their predicted latency on the device (plot cloud)."""
     from ofa.latency import LatencyModel, table_path
 
+    from ofa.encoding import to_genes
+    from ofa.predictor import read_dataset
+
     path = Path(params.predictor.dataset_path)
     if not path.is_file() or not table_path(params, device).is_file():
         return []
-    import pandas as pd
-
-    from ofa.encoding import to_genes
-
     space = SearchSpace(params.space)
-    df = pd.read_parquet(path)
-    genes = to_genes(space, [SubnetConfig.parse(c) for c in df["config"]])
+    df, configs = read_dataset(params, path)
+    genes = to_genes(space, configs)
     lat = LatencyModel.load(table_path(params, device), space).predict_genes(genes)
     return [{"accuracy": float(a), "latency_ms": float(t)} for a, t in zip(df["accuracy"], lat)]

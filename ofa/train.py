@@ -136,11 +136,8 @@ def train_phase(params: Params, phase: str, ctx: DistContext = DistContext(),
     ph = params.phase(phase)
     tc = params.train
     log = print if ctx.is_main else (lambda *_: None)
-    data = data or load_dataset(params.data)
+    data = data or load_dataset(params.data, params.space)
     space = SearchSpace(params.space)
-    if data.num_classes > params.space.num_classes:
-        raise OFAError(f"params: space.num_classes: {params.space.num_classes} is fewer than the "
-                       f"data's {data.num_classes} classes")
     torch.manual_seed(derive_seed(tc.seed, phase, "init"))
     net = OFAMobileNetV3(space)
     opt = build_optimizer(net, params, ph.lr)

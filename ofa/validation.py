@@ -16,6 +16,8 @@ import pandas as pd
 from ofa.errors import OFAError
 
 REPORT_DIR = Path("reports/validation")
+MANIFEST = Path("data/manifest.json")
+MIN_SPREAD_COUNT = 10  # written by the data gate; training depends on it
 
 
 def _expectations(spec: list[tuple[str, dict]]) -> list:
@@ -102,8 +104,11 @@ def validate_acc_dataset(df: pd.DataFrame, min_config: str, max_config: str,
 
 def validate_latency_table(df: pd.DataFrame, needed_keys: list[str], device: str,
                            out_dir: Path = REPORT_DIR) -> dict:
-    """Positive finite timings, every needed layer present, spread within bounds."""
+    """Positive finite timings, every needed layer present, spread within bounds (where at
+    least MIN_SPREAD_COUNT timings back the spread: p90-p10 of 3 timings is just noise)."""
     spread_ratio = (df["spread_ms"] / df["median_ms"]) if "spread_ms" in df else None
+    if spread_ratio is not None and "count" in df:
+        spread_ratio = spread_ratio.where(df["count"] >= MIN_SPREAD_COUNT)
     frame = df.assign(spread_ratio=spread_ratio) if spread_ratio is not None else df
     spec = [
         ("ExpectColumnValuesToBeBetween", {"column": "median_ms", "min_value": 0.0,
@@ -117,15 +122,19 @@ def validate_latency_table(df: pd.DataFrame, needed_keys: list[str], device: str
     return run_suite(f"latency_{device}", frame, spec, out_dir)
 
 
-def validate_raw_data(data, out_dir: Path = REPORT_DIR) -> dict:
-    """Label set, pixel range, image shape, class balance, split sizes, train/val disjoint."""
+def validate_raw_data(data, out_dir: Path = REPORT_DIR, num_classes: int | None = None,
+                      val_size: int | None = None) -> dict:
+    """Label set (inside the model's `num_classes`), pixel range, image shape, class balance,
+    split sizes (validation exactly `val_size`, none empty), train/validation disjoint."""
     import numpy as np
 
     n_classes = data.num_classes
+    num_classes = num_classes or n_classes
+    sizes = {split: len(getattr(data, split)) for split in ("train", "val", "test")}
     frames = []
     for split in ("train", "val", "test"):
         s = getattr(data, split)
-        flat = s.images.reshape(len(s), -1)
+        flat = s.images.flatten(1)
         frames.append(pd.DataFrame({
             "split": split, "label": s.labels.numpy(), "pixel_min": flat.min(1).values.numpy(),
             "pixel_max": flat.max(1).values.numpy(), "shape": [str(tuple(s.images.shape[1:]))] * len(s),
@@ -135,11 +144,17 @@ def validate_raw_data(data, out_dir: Path = REPORT_DIR) -> dict:
     train_keys = set(df.loc[df["split"] == "train", "digest"])
     overlap = int(np.sum([d in train_keys for d in df.loc[df["split"] == "val", "digest"]]))
     df["val_in_train"] = overlap
+    df["split_size"] = df["split"].map(sizes)
+    df["val_size"] = sizes["val"]
     df["class_share_ratio"] = float(counts.max() / max(counts.min(), 1))
     shape = str(tuple(data.train.images.shape[1:]))
     return run_suite("raw_data", df, [
         ("ExpectColumnDistinctValuesToEqualSet", {"column": "label",
                                                   "value_set": list(range(n_classes))}),
+        ("ExpectColumnValuesToBeInSet", {"column": "label", "value_set": list(range(num_classes))}),
+        ("ExpectColumnValuesToBeBetween", {"column": "split_size", "min_value": 1}),
+        ("ExpectColumnValuesToBeInSet", {"column": "val_size",
+                                         "value_set": [val_size or sizes["val"]]}),
         ("ExpectColumnValuesToBeBetween", {"column": "pixel_min", "min_value": 0, "max_value": 255}),
         ("ExpectColumnValuesToBeBetween", {"column": "pixel_max", "min_value": 0, "max_value": 255}),
         ("ExpectColumnValuesToBeInSet", {"column": "shape", "value_set": [shape]}),
@@ -151,20 +166,43 @@ def validate_raw_data(data, out_dir: Path = REPORT_DIR) -> dict:
     ], out_dir)
 
 
-def gate(params, what: str, device: str | None = None, out_dir: Path = REPORT_DIR) -> dict:
-    """Run one gate on the pipeline's artifact: 'data', 'acc-dataset' or 'latency'."""
+def data_manifest(data) -> dict:
+    """Sizes and content digests of the splits the gate passed: what training depends on in
+    DVC, so a change of the gate's own checks never retrains, a change of the data always does."""
+    import hashlib
+
+    out = {}
+    for split in ("train", "val", "test"):
+        s = getattr(data, split)
+        h = hashlib.sha256(s.images.contiguous().numpy().tobytes())
+        h.update(s.labels.contiguous().numpy().tobytes())
+        out[split] = {"images": len(s), "shape": list(s.images.shape[1:]), "sha256": h.hexdigest()}
+    return out
+
+
+def gate(params, what: str, device: str | None = None, out_dir: Path = REPORT_DIR,
+         manifest: Path = MANIFEST) -> dict:
+    """Run one gate on the pipeline's artifact: 'data' (which also writes the data manifest
+    once it passes), 'acc-dataset' or 'latency'."""
     from ofa.space import SearchSpace
 
     space = SearchSpace(params.space)
     if what == "data":
+        from ofa.checkpoint import atomic_write_text
         from ofa.data import load_dataset
 
-        return validate_raw_data(load_dataset(params.data), out_dir)
+        data = load_dataset(params.data)  # unchecked: the suite reports what does not fit
+        res = validate_raw_data(data, out_dir, params.space.num_classes, params.data.val_size)
+        atomic_write_text(Path(manifest), json.dumps(data_manifest(data), indent=2))
+        return res
     if what == "acc-dataset":
         path = Path(params.predictor.dataset_path)
         if not path.is_file():
             raise OFAError(f"accuracy dataset {path} does not exist: run `ofa-cli acc-dataset`")
-        df = pd.read_parquet(path)
+        try:
+            df = pd.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
+            raise OFAError(f"accuracy dataset {path} is not a parquet file ({exc})") from None
         return validate_acc_dataset(df, str(space.canonical(space.min_config())),
                                     str(space.max_config()), out_dir)
     if what == "latency":

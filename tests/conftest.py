@@ -53,6 +53,16 @@ def perturb(net: OFAMobileNetV3, seed: int = 0) -> OFAMobileNetV3:
     return net
 
 
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One temporary Prefect API for every flow test (starting one costs ~10 s)."""
+    pytest.importorskip("prefect")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 @pytest.fixture()
 def supernet(space: SearchSpace) -> OFAMobileNetV3:
     torch.manual_seed(0)

@@ -51,7 +51,9 @@ def test_defaults_load(raw):
 
 
 @pytest.mark.parametrize("path", ["space.stages", "train.batch_size", "phases.kernel.lr", "data",
-                                  "space.stages[1].se", "space.stem.act"])
+                                  "space.stages[1].se", "space.stem.act", "data.augment",
+                                  "predictor.n_subnets", "latency.repeats", "search.max_tries",
+                                  "orchestration.dask_workers", "devices", "space.bn_eps"])
 def test_missing_key_is_named(raw, path):
     _del(raw, path)
     with pytest.raises(OFAError, match=re.escape(f"{path}: missing key")):
@@ -85,11 +87,32 @@ def test_misspelled_key_is_named(raw, path, value, key):
     ("space.kernel_choices", [3, 4], "space.kernel_choices: kernel sizes must be odd"),
     ("space.resolutions", [4, 28], "space.resolutions"),
     ("data.name", "mnist", "data.name: 'mnist'"),
+    ("train.final_eval_images", -5, "train.final_eval_images: must be >= 0"),
+    ("train.momentum", 1.5, "train.momentum: must be in [0, 1)"),
+    ("train.weight_decay", -1e-4, "train.weight_decay: must be >= 0"),
+    ("space.bn_momentum", 0.0, "space.bn_momentum: must be in (0, 1]"),
+    ("space.num_classes", 1, "space.num_classes: must be at least 2"),
+    ("space.resolutions", [20, 24, 24], "space.resolutions: must not repeat"),
+    ("space.stem.stride", 4, "space.stem/first_block"),
+    ("predictor.weight_decay", -1.0, "predictor.weight_decay: must be >= 0"),
+    ("orchestration.new_devices_cron", "61 * * * *", "orchestration.new_devices_cron: '61"),
+    ("orchestration.new_devices_cron", "*/30 * * *", "not a valid 5-field cron"),
+    ("devices.cpu1-b1", {"backend": "torch"}, "devices.cpu1-b1: needs at least one constraint"),
+    ("devices.cpu1-b1.latency_frac", [0.5, 1.5], "devices.cpu1-b1.latency_frac: fractions"),
 ])
 def test_bad_value_is_named(raw, path, value, needle):
     _set(raw, path, value)
     with pytest.raises(OFAError, match=re.escape(needle)):
         params_from_dict(raw)
+
+
+def test_optional_keys_may_be_left_out(raw):
+    """A device needs only its backend and a constraint; a phase needs no init_from/sandwich."""
+    raw["devices"]["mini"] = {"backend": "onnxruntime", "flops_m": [5.0]}
+    for key in ("sandwich", "sort_channels"):
+        raw["phases"]["expand1"].pop(key)
+    p = params_from_dict(raw)
+    assert p.device("mini").threads == 1 and not p.phase("expand1").sandwich
 
 
 def test_teacher_phase_is_required(raw):
@@ -182,3 +205,17 @@ def test_imagenet_space_builds_and_runs(imagenet):
         for block, k, e in net.active_blocks(space.min_config(128)):
             feats = block(feats, k, e)
     assert feats.shape[-2:] == (4, 4) and feats.shape[1] == 160
+
+
+def test_naive_ablation_has_the_shrinking_budget(params):
+    """The paper's comparison is at equal cost: naive gets as many subnet passes as the
+    phases after the teacher together."""
+    train_images = 60000 - params.data.val_size
+
+    def passes(name: str) -> int:
+        ph = params.phase(name)
+        return ph.epochs * (ph.images_per_epoch or train_images) * ph.subnets_per_step
+
+    chain = params.shrinking_order()[1:]
+    assert passes("naive") == sum(passes(p) for p in chain)
+    assert params.phase("naive").sort_channels and params.phase("naive").init_from == "teacher"

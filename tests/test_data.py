@@ -105,6 +105,16 @@ def test_cifar10_python_batches(tmp_path):
     assert got == pairs
 
 
+def test_data_the_network_cannot_take_is_named(tmp_path, params):
+    _cifar_fixture(tmp_path)
+    with pytest.raises(OFAError, match=r"space.in_channels: 1, but the cifar10 images have 3"):
+        load_dataset(_cifar_cfg(tmp_path), params.space)
+    three = dataclasses.replace(params.space, in_channels=3, num_classes=5)
+    with pytest.raises(OFAError, match=r"space.num_classes: 5 is fewer than the data's 10"):
+        load_dataset(_cifar_cfg(tmp_path), three)
+    assert load_dataset(_cifar_cfg(tmp_path), dataclasses.replace(three, num_classes=10))
+
+
 class _Evil:
     def __init__(self, marker: Path) -> None:
         self.marker = marker

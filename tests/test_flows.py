@@ -10,15 +10,12 @@ from tests.conftest import tiny_params
 prefect = pytest.importorskip("prefect")
 
 
-def test_progressive_shrinking_flow_trains_phases_in_order(tmp_path, monkeypatch):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_progressive_shrinking_flow_trains_phases_in_order(tmp_path, monkeypatch, prefect_api):
     from flows.shrink import progressive_shrinking
 
     path = tiny_params(tmp_path)
     monkeypatch.chdir(tmp_path)
-    with prefect_test_harness(server_startup_timeout=120):
-        results = progressive_shrinking(str(path), ["teacher", "kernel"])
+    results = progressive_shrinking(str(path), ["teacher", "kernel"])
     assert [r["phase"] for r in results] == ["teacher", "kernel"]
     for r in results:
         assert (tmp_path / "ckpt" / f"{r['phase']}.pt").is_file()
@@ -40,9 +37,7 @@ def test_deployments_are_built_with_the_schedule_from_params():
     assert not deps["specialize-device"].schedules
 
 
-def test_new_devices_specializes_only_the_unmeasured_device(tmp_path, monkeypatch):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_new_devices_specializes_only_the_unmeasured_device(tmp_path, monkeypatch, prefect_api):
     from flows.specialize import devices_without_table, new_devices
     from tests.conftest import tiny_space_params
     from tests.test_specialize import DEVICES, make_world
@@ -60,8 +55,7 @@ def test_new_devices_specializes_only_the_unmeasured_device(tmp_path, monkeypatc
     monkeypatch.chdir(tmp)
     assert devices_without_table(str(path)) == ["fresh"]
     (ckpt.parent / "expand2.pt").write_bytes(ckpt.read_bytes())  # the last shrinking phase
-    with prefect_test_harness(server_startup_timeout=120):
-        runs = new_devices(str(path), None, str(tmp / "evaluate.json"), str(tmp / "reports"))
+    runs = new_devices(str(path), None, str(tmp / "evaluate.json"), str(tmp / "reports"))
     assert [r["device"] for r in runs] == ["fresh"]
     assert (tmp / "lat" / "fresh.parquet").is_file() and (tmp / "search" / "fresh.json").is_file()
     assert (tmp / "models" / "fresh" / "export.json").is_file()
@@ -69,10 +63,9 @@ def test_new_devices_specializes_only_the_unmeasured_device(tmp_path, monkeypatc
     assert not (tmp / "models" / "t1").exists()  # the known device was left alone
 
 
-def test_accuracy_dataset_on_two_dask_workers_equals_the_sequential_run(tmp_path):
+def test_accuracy_dataset_on_two_dask_workers_equals_the_sequential_run(tmp_path, prefect_api):
     import pandas as pd
     import torch
-    from prefect.testing.utilities import prefect_test_harness
 
     from flows.specialize import run_acc_dataset_on_dask
     from ofa.checkpoint import save_checkpoint
@@ -90,7 +83,6 @@ def test_accuracy_dataset_on_two_dask_workers_equals_the_sequential_run(tmp_path
     save_checkpoint(ckpt, OFAMobileNetV3(SearchSpace(params.space)).state_dict(),
                     {"space": to_dict(params.space), "complete": True})
     sequential = build_acc_dataset(params, ckpt, tmp_path / "seq.parquet", show_progress=False)
-    with prefect_test_harness(server_startup_timeout=120):
-        run_acc_dataset_on_dask(str(tmp_path / "params.yaml"), None, chunks=3,
-                                out=str(tmp_path / "dask.parquet"))
+    run_acc_dataset_on_dask(str(tmp_path / "params.yaml"), None, chunks=3,
+                            out=str(tmp_path / "dask.parquet"))
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "dask.parquet"), sequential)

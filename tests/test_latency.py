@@ -28,8 +28,9 @@ from ofa.space import SearchSpace
 from tests.conftest import ROOT, tiny_space_params as _params
 
 DEVICES = {"t1": {"backend": "torch", "threads": 1, "batch_size": 1, "latency_ms": [1.0]},
-           "ort": {"backend": "onnxruntime", "threads": 1, "batch_size": 2},
-           "ts": {"backend": "torchscript", "threads": 1, "batch_size": 2}}
+           "ort": {"backend": "onnxruntime", "threads": 1, "batch_size": 2, "flops_m": [1000.0]},
+           "ts": {"backend": "torchscript", "threads": 1, "batch_size": 2, "flops_m": [1000.0]}}
+EXT = {"backend": "torch", "flops_m": [1000.0]}  # a device whose table was measured elsewhere
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +205,7 @@ def test_a_missing_layer_is_named(tiny, tmp_path):
     victim = df["key"].iloc[5]
     broken = tmp_path / "broken.csv"
     df[df["key"] != victim].to_csv(broken, index=False)
-    params = _params(tmp_path, {"ext": {"backend": "torch", "table": str(broken)}})
+    params = _params(tmp_path, {"ext": {**EXT, "table": str(broken)}})
     with pytest.raises(OFAError, match=victim):
         build_table(params, "ext")
     kept = df["key"] != victim
@@ -220,7 +221,7 @@ def test_an_external_table_is_registered(tiny, tmp_path):
     measured = listed[["key"]].assign(median_ms=0.5)
     measured.loc[len(measured)] = {"key": "overhead", "median_ms": -0.05}  # may be < 0
     measured.to_csv(tmp_path / "phone.csv", index=False)
-    params = _params(tmp_path, {"phone": {"backend": "torch", "table": str(tmp_path / "phone.csv"),
+    params = _params(tmp_path, {"phone": {**EXT, "table": str(tmp_path / "phone.csv"),
                                           "latency_ms": [5.0]}})
     path = build_table(params, "phone")
     assert path == table_path(params, "phone")
@@ -235,7 +236,7 @@ def test_an_external_table_is_registered(tiny, tmp_path):
     assert json.loads((tmp_path / "rep" / "phone.json").read_text())["within_10pct"] is None
     bad = measured.assign(median_ms=-1.0)
     bad.to_csv(tmp_path / "bad.csv", index=False)
-    params = _params(tmp_path, {"bad": {"backend": "torch", "table": str(tmp_path / "bad.csv")}})
+    params = _params(tmp_path, {"bad": {**EXT, "table": str(tmp_path / "bad.csv")}})
     with pytest.raises(OFAError, match="non-positive"):
         build_table(params, "bad")
 
@@ -253,7 +254,7 @@ def test_a_table_from_another_space_or_a_bad_file_is_refused(tiny, tmp_path):
     with pytest.raises(OFAError, match="unknown device 'nope'"):
         build_table(params, "nope")
     # a foreign parquet registered as an external table is refused too
-    ext = _params(tmp_path, {"ext": {"backend": "torch", "table": str(paths["t1"])}},
+    ext = _params(tmp_path, {"ext": {**EXT, "table": str(paths["t1"])}},
                   space={"resolutions": [12]})
     with pytest.raises(OFAError, match="another search space"):
         build_table(ext, "ext")

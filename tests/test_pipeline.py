@@ -77,39 +77,50 @@ def test_smoke_pipeline_runs_every_phase(smoke_repo: Path):
         assert f"## {d}" in pareto and (smoke_repo / "data/latency" / f"{d}.parquet").is_file()
 
 
-@pytest.mark.slow
-def test_pipeline_reruns_only_what_changed(smoke_repo: Path):
-    env = _env(smoke_repo)
-    dvc = str(BIN / "dvc")
-    status = _run([dvc, "status", "--json"], smoke_repo, env)
-    assert json.loads(status) == {}
-    params = yaml.safe_load((smoke_repo / "params.yaml").read_text())
-    params["phases"]["expand2"]["lr"] = 0.0123
-    (smoke_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    changed = set(json.loads(_run([dvc, "status", "--json"], smoke_repo, env)))
-    assert changed == {"shrink@expand2"}, changed
-    out = _run([dvc, "repro"], smoke_repo, env)
-    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    # the phase and everything that reads its checkpoint; never earlier phases or the tables
-    assert {"shrink@expand2", "evaluate", "acc-dataset"} <= ran, out
-    assert not ran & {"validate-data", "teacher", "shrink@kernel", "shrink@depth1",
-                      "shrink@depth2", "shrink@expand1"}, out
-    assert not any(name.startswith("latency@") for name in ran), out
+@pytest.fixture()
+def repo_copy(smoke_repo: Path, tmp_path: Path) -> Path:
+    """A private copy of the reproduced smoke repository (git, DVC cache and outputs)."""
+    copy = tmp_path / "repo"
+    shutil.copytree(smoke_repo, copy, symlinks=True, ignore=shutil.ignore_patterns("dvc-site-cache"))
+    return copy
+
+
+def _ran(out: str) -> set[str]:
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
 
 
 @pytest.mark.slow
-def test_registering_a_device_adds_only_its_stages(smoke_repo: Path):
-    env = _env(smoke_repo)
+def test_an_experiment_reruns_only_what_changed(repo_copy: Path):
+    """`dvc exp run -S` on one phase's param reruns that phase only; the stages that read its
+    checkpoint become stale, the earlier phases and the latency tables do not."""
+    env = _env(repo_copy)
     dvc = str(BIN / "dvc")
-    assert json.loads(_run([dvc, "status", "--json"], smoke_repo, env)) == {}
-    params = yaml.safe_load((smoke_repo / "params.yaml").read_text())
+    assert json.loads(_run([dvc, "status", "--json"], repo_copy, env)) == {}
+    out = _run([dvc, "exp", "run", "-S", "phases.expand2.lr=0.0123", "shrink@expand2"],
+               repo_copy, env)
+    assert _ran(out) == {"shrink@expand2"}, out
+    assert yaml.safe_load((repo_copy / "params.yaml").read_text())["phases"]["expand2"]["lr"] == 0.0123
+    shown = _run([dvc, "exp", "show", "--json"], repo_copy, env)
+    assert "0.0123" in shown
+    stale = set(json.loads(_run([dvc, "status", "--json"], repo_copy, env)))
+    assert {"evaluate", "acc-dataset"} <= stale, stale
+    assert not stale & {"validate-data", "teacher", "shrink@kernel", "shrink@depth1",
+                        "shrink@depth2", "shrink@expand1", "shrink@expand2"}, stale
+    assert not any(name.startswith("latency@") for name in stale), stale
+
+
+@pytest.mark.slow
+def test_registering_a_device_adds_only_its_stages(repo_copy: Path):
+    env = _env(repo_copy)
+    dvc = str(BIN / "dvc")
+    assert json.loads(_run([dvc, "status", "--json"], repo_copy, env)) == {}
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     params["devices"]["ort2-b4"] = {"backend": "onnxruntime", "threads": 2, "batch_size": 4,
-                                    "latency_ms": [100.0]}
-    (smoke_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    changed = set(json.loads(_run([dvc, "status", "--json"], smoke_repo, env)))
+                                    "latency_frac": [0.5]}
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = set(json.loads(_run([dvc, "status", "--json"], repo_copy, env)))
     assert changed == {"latency@ort2-b4", "search@ort2-b4", "export@ort2-b4"}, changed
-    out = _run([dvc, "repro"], smoke_repo, env)
-    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    out = _run([dvc, "repro"], repo_copy, env)
     # its own stages, then the report that gains its rows; no other device is touched
-    assert ran == {"latency@ort2-b4", "search@ort2-b4", "export@ort2-b4", "report"}, out
-    assert "## ort2-b4" in (smoke_repo / "reports/pareto.md").read_text()
+    assert _ran(out) == {"latency@ort2-b4", "search@ort2-b4", "export@ort2-b4", "report"}, out
+    assert "## ort2-b4" in (repo_copy / "reports/pareto.md").read_text()

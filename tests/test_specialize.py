@@ -21,8 +21,8 @@ from ofa.specialize import (baseline_configs, read_search, run_export, run_repor
                             search_path)
 from tests.conftest import tiny_space_params
 
-DEVICES = {"t1": {"backend": "torch", "threads": 1, "batch_size": 1},
-           "o1": {"backend": "onnxruntime", "threads": 1, "batch_size": 1}}
+DEVICES = {"t1": {"backend": "torch", "threads": 1, "batch_size": 1, "flops_m": [1.0]},
+           "o1": {"backend": "onnxruntime", "threads": 1, "batch_size": 1, "flops_m": [1.0]}}
 
 
 def make_world(tmp, devices: dict = DEVICES):
@@ -89,7 +89,7 @@ def test_latency_fractions_resolve_between_the_fastest_and_slowest_subnet(world,
                             predictor={"weights_path": params.predictor.weights_path},
                             search={"population": 16, "generations": 15})
     run_search(rel, "t1")
-    rows = read_search(rel, "t1")["results"]
+    rows = [r for r in read_search(rel, "t1")["results"] if r["name"] == "latency_ms"]
     assert [r["limit"] for r in rows] == pytest.approx([lo + f * (hi - lo) for f in frac], rel=1e-3)
     for row in rows:
         assert model.predict([SubnetConfig.parse(row["config"])])[0] <= row["limit"] + 1e-9
@@ -120,6 +120,31 @@ def test_export_and_report(world):
     assert "beats the best no-slower uniform baseline" in md
     summary = json.loads((tmp / "reports" / "pareto.json").read_text())
     assert set(summary) == set(DEVICES)
+
+
+def test_a_failed_export_leaves_the_previous_one_whole(world, monkeypatch):
+    import ofa.export
+
+    params, _, ckpt, tmp = world
+    run_search(params, "t1")
+    out = run_export(params, "t1", ckpt)
+    before = {p.relative_to(tmp): p.read_bytes() for p in (tmp / "models" / "t1").rglob("*")
+              if p.is_file()}
+    real, calls = ofa.export.export_choice, []
+
+    def fail_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OFAError("simulated failure on the second constraint")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ofa.export, "export_choice", fail_second)
+    with pytest.raises(OFAError, match="simulated"):
+        run_export(params, "t1", ckpt)
+    after = {p.relative_to(tmp): p.read_bytes() for p in (tmp / "models" / "t1").rglob("*")
+             if p.is_file()}
+    assert after == before and json.loads(out.read_text())["chosen"]
+    assert not [p for p in (tmp / "models").iterdir() if p.name.startswith(".")]  # no debris
 
 
 def test_bad_inputs_are_refused(world, tmp_path):

@@ -3,6 +3,7 @@ writes its JSON and HTML result, and (in a flow) stops before any later step wri
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -37,7 +38,7 @@ def _acc(**cols) -> pd.DataFrame:
 
 def _lat(**cols) -> pd.DataFrame:
     return pd.DataFrame({"key": ["stem", "block", "head"], "median_ms": [0.1, 0.5, 0.05],
-                         "spread_ms": [0.01, 0.02, 0.01]} | cols)
+                         "spread_ms": [0.01, 0.02, 0.01], "count": [31, 31, 31]} | cols)
 
 
 def test_good_tables_pass_and_leave_json_and_html(tmp_path):
@@ -60,7 +61,20 @@ BROKEN_DATA = {
     "one class dominates": ({"train": Split(_split(30, 0).images,
                                             torch.tensor([0] * 26 + [1, 1, 2, 2]))},
                             "class_share_ratio"),
+    "empty test split": ({"test": Split(torch.zeros(0, 1, 8, 8, dtype=torch.uint8),
+                                        torch.zeros(0, dtype=torch.int64))},
+                         "expect_column_distinct_values_to_equal_set.*'split'"),
 }
+
+
+def test_labels_beyond_the_models_classes_are_stopped(tmp_path):
+    with pytest.raises(OFAError, match="expect_column_values_to_be_in_set.*'label'"):
+        validate_raw_data(_data(), tmp_path, num_classes=2)
+
+
+def test_a_validation_split_of_the_wrong_size_is_stopped(tmp_path):
+    with pytest.raises(OFAError, match="expect_column_values_to_be_in_set.*'val_size'"):
+        validate_raw_data(_data(), tmp_path, val_size=10)
 
 
 @pytest.mark.parametrize("case", list(BROKEN_DATA))
@@ -95,25 +109,47 @@ def test_broken_latency_table_is_stopped(tmp_path, table, needle):
         validate_latency_table(table, ["stem", "block", "head"], "dev", tmp_path)
 
 
-def test_a_failed_gate_stops_the_flow_before_the_search_writes(tmp_path, monkeypatch):
-    """specialize-device: a latency table that breaks its contract never reaches the search."""
-    from prefect.testing.utilities import prefect_test_harness
+def test_spread_is_judged_only_where_enough_timings_back_it(tmp_path):
+    noisy = _lat(spread_ms=[1.0, 9.0, 1.0], count=[3, 3, 3])
+    assert validate_latency_table(noisy, ["stem", "block", "head"], "dev", tmp_path)["success"]
 
+
+def test_a_failed_gate_stops_the_flow_before_the_search_writes(tmp_path, monkeypatch,
+                                                              prefect_api):
+    """specialize-device: a latency table that breaks its contract never reaches the search."""
     from flows.specialize import search_flow
     from ofa.latency import table_path
+    from ofa.latency.table import TABLE_FORMAT, _write
+    from ofa.space import SearchSpace
     from tests.conftest import tiny_space_params
 
     params = tiny_space_params(tmp_path, {"t1": {"backend": "torch", "latency_ms": [1.0]}})
     layers = pd.DataFrame({"key": ["stem-only"], "median_ms": [0.1], "spread_ms": [0.01],
-                           "count": [3]})
-    path = table_path(params, "t1")
-    path.parent.mkdir(parents=True)
-    layers.to_parquet(path)
+                           "count": [3]})  # a well-formed table that lacks almost every layer
+    meta = {"format": TABLE_FORMAT, "space": SearchSpace(params.space).fingerprint()}
+    _write(layers, meta, table_path(params, "t1"))
     monkeypatch.chdir(tmp_path)
-    with prefect_test_harness(server_startup_timeout=120):
-        state = search_flow("t1", str(tmp_path / "params.yaml"), return_state=True)
+    state = search_flow("t1", str(tmp_path / "params.yaml"), return_state=True)
     assert state.is_failed()
     with pytest.raises(OFAError, match="validation gate 'latency_t1' failed: "
                                        "expect_column_distinct_values_to_contain_set"):
         state.result()
     assert not (tmp_path / "search" / "t1.json").exists()
+
+
+def test_the_data_gate_writes_the_manifest_only_when_it_passes(params, tmp_path, monkeypatch):
+    import ofa.data
+    from ofa.validation import gate
+
+    monkeypatch.setattr(ofa.data, "load_dataset", lambda cfg: _data())
+    small = dataclasses.replace(params, space=dataclasses.replace(params.space, num_classes=3),
+                                data=dataclasses.replace(params.data, val_size=9))
+    gate(small, "data", out_dir=tmp_path, manifest=tmp_path / "manifest.json")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert [manifest[s]["images"] for s in ("train", "val", "test")] == [30, 9, 9]
+    again = tmp_path / "again.json"
+    monkeypatch.setattr(ofa.data, "load_dataset",
+                        lambda cfg: _data(test=Split(_split(9, 2).images, torch.full((9,), 7))))
+    with pytest.raises(OFAError, match="raw_data"):
+        gate(small, "data", out_dir=tmp_path, manifest=again)
+    assert not again.exists()

@@ -45,6 +45,9 @@ def _write(df, meta: dict, path: Path) -> None:
 
     from ofa.checkpoint import atomic_write
 
+    from ofa.contracts import LatencyTable, validate
+
+    df = validate(df, LatencyTable, f"latency table {path}")
     tbl = pa.Table.from_pandas(df, preserve_index=False)
     tbl = tbl.replace_schema_metadata({**(tbl.schema.metadata or {}),
                                        b"ofa": json.dumps(meta).encode()})
@@ -63,8 +66,10 @@ def _validate_timings(df, where: str) -> None:
         raise OFAError(f"{where} lists the layer {df['key'][df['key'].duplicated()].iloc[0]} twice")
 
 
-def read_table(path: Path):
-    """(DataFrame, metadata) of a table; a missing, corrupt or foreign file is one clear error."""
+def read_table(path: Path, own: bool = True):
+    """(DataFrame, metadata) of a table; a missing, corrupt or foreign file is one clear error.
+    `own`: a device's table written here, which must carry the format and the space's
+    fingerprint (a table to import may be a bare parquet file)."""
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -78,16 +83,21 @@ def read_table(path: Path):
         df = tbl.to_pandas()
     except Exception as exc:  # noqa: BLE001 - pyarrow/json raise several types for bad files
         raise OFAError(f"latency table {path} is not a parquet file ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") not in (None, TABLE_FORMAT):
+    if not isinstance(meta, dict) or meta.get("format") not in ((TABLE_FORMAT,) if own
+                                                                else (None, TABLE_FORMAT)):
         raise OFAError(f"latency table {path} has format {meta.get('format')!r}, expected "
-                       f"{TABLE_FORMAT!r}")
+                       f"{TABLE_FORMAT!r} (build it with `ofa-cli latency`)")
     _validate_timings(df, f"latency table {path}")
+    if own:
+        from ofa.contracts import LatencyTable, validate
+
+        df = validate(df, LatencyTable, f"latency table {path}")
     return df, meta
 
 
 def check_space(meta: dict, space: SearchSpace, where: str) -> None:
     """Refuse a table measured for another search space (it would price the wrong layers)."""
-    if meta.get("space") not in (None, space.fingerprint()):
+    if meta.get("space") != space.fingerprint() and (meta.get("space") or meta.get("format")):
         raise OFAError(f"{where} was measured for another search space (fingerprint "
                        f"{meta.get('space')}, this one is {space.fingerprint()}); rebuild it "
                        "with `ofa-cli latency`")
@@ -202,7 +212,7 @@ def import_table(params: Params, device: str, source: Path) -> Path:
         _validate_timings(df, where)
         overhead = float(over["median_ms"].iloc[0]) if len(over) else 0.0
     else:
-        df, meta = read_table(source)
+        df, meta = read_table(source, own=False)
         check_space(meta, space, where)
         overhead = float(meta.get("overhead_ms", 0.0))
     if not np.isfinite(overhead):

@@ -76,7 +76,7 @@ def build_acc_dataset(params: Params, checkpoint: Path, out: Path | None = None,
     if params.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
     configs = sample_configs(net.space, n or pc.n_subnets, pc.seed)
-    data = load_dataset(params.data)
+    data = load_dataset(params.data, params.space)
     settings = EvalSettings.from_train(params.train)
     with make_progress(show_progress) as bar:
         task = bar.add_task("accuracy dataset", total=len(configs), info="")
