@@ -42,7 +42,8 @@ def evaluate(ctx: typer.Context,
              checkpoint: Optional[Path] = typer.Option(None, help="checkpoint path (overrides --phase)"),
              config: list[str] = typer.Option([], help="extra subnet config (string or JSON)"),
              splits: str = typer.Option("val,test", help="comma-separated splits"),
-             output: Path = typer.Option(Path("reports/evaluate.json"), help="JSON output")) -> None:
+             output: Path = typer.Option(Path("reports/evaluate.json"), help="JSON output"),
+             progress: bool = typer.Option(True, help="show a progress bar")) -> None:
     """BN-recalibrate and evaluate min/mid/max subnets (and given configs) at every resolution."""
     params = _load(ctx)
     chosen = tuple(s.strip() for s in splits.split(",") if s.strip())
@@ -58,7 +59,7 @@ def evaluate(ctx: typer.Context,
 
     from ofa.evaluate import run_evaluate
 
-    rows = run_evaluate(params, checkpoint, config, chosen, output)
+    rows = run_evaluate(params, checkpoint, config, chosen, output, progress)
     table = Table(title=f"{checkpoint} (BN recalibrated on {params.train.bn_calib_images} images)")
     for col in ("subnet", "res", "MMACs", "params", *(f"{s} top-1" for s in chosen)):
         table.add_column(col)

@@ -129,7 +129,7 @@ def deploy(ctx: typer.Context) -> None:
 def validate(ctx: typer.Context,
              what: str = typer.Argument(..., help="data | acc-dataset | latency"),
              device: Optional[str] = typer.Option(None, help="device (for latency)")) -> None:
-    """Great Expectations gate on an artifact; writes reports/validation/<suite>.json/.html."""
+    """Great Expectations gate on an artifact: reports/validation/<suite>.json and Data Docs."""
     params = load(ctx)
     from ofa.validation import gate
 

@@ -29,6 +29,7 @@ from ofa.errors import OFAError
 from ofa.evaluate import EvalSettings, evaluate_subnet
 from ofa.nn.supernet import OFAMobileNetV3
 from ofa.progress import make_progress
+from ofa.seeding import derive_seed, torch_seed
 from ofa.space import Choices, SearchSpace, SubnetConfig
 
 
@@ -38,10 +39,6 @@ class PhaseResult:
     report: Path
     history: list[dict]
     model: OFAMobileNetV3  # this rank's trained weights (identical on every DDP rank)
-
-
-def derive_seed(*parts: object) -> int:
-    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:15], 16)
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -133,12 +130,18 @@ def _starting_point(params: Params, phase: str, net: OFAMobileNetV3,
 
 def train_phase(params: Params, phase: str, ctx: DistContext = DistContext(),
                 data: Dataset | None = None, show_progress: bool = True) -> PhaseResult:
+    """Train one phase (resuming its last complete epoch); the caller's global RNG is untouched."""
+    with torch_seed(derive_seed(params.train.seed, phase, "init"), ctx.device):
+        return _train_phase(params, phase, ctx, data, show_progress)
+
+
+def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | None,
+                 show_progress: bool) -> PhaseResult:
     ph = params.phase(phase)
     tc = params.train
     log = print if ctx.is_main else (lambda *_: None)
     data = data or load_dataset(params.data, params.space)
     space = SearchSpace(params.space)
-    torch.manual_seed(derive_seed(tc.seed, phase, "init"))
     net = OFAMobileNetV3(space)
     opt = build_optimizer(net, params, ph.lr)
     start_epoch, history = _starting_point(params, phase, net, opt, log)

@@ -1,13 +1,12 @@
 """Great Expectations gates between steps: raw data, accuracy dataset, latency tables.
 
-Each gate runs an expectation suite in an ephemeral GX context (no files, no sockets), writes
-the result to `reports/validation/<name>.json` and a readable `<name>.html`, and stops the
-step with one message naming the failed expectation. GX is imported only here (it is slow).
+Each gate runs an expectation suite in an ephemeral GX context (no sockets), writes the result
+to `reports/validation/<name>.json` and GX Data Docs (`<name>/index.html`), and stops the step
+with one message naming the failed expectation. GX is imported only here (it is slow).
 """
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
@@ -28,11 +27,16 @@ def _expectations(spec: list[tuple[str, dict]]) -> list:
 
 def run_suite(name: str, df: pd.DataFrame, spec: list[tuple[str, dict]],
               out_dir: Path = REPORT_DIR) -> dict:
-    """Validate `df` against the expectations; write JSON + HTML; raise on the first failure."""
+    """Validate `df` against the expectations; write `<name>.json` and the Great Expectations
+    Data Docs site `<name>/index.html` (suite and validation result pages); raise on the
+    first failed expectation."""
+    import shutil
+
     import great_expectations as gx
 
-    from ofa.checkpoint import atomic_write_text
+    from ofa.checkpoint import atomic_write_text, publish_dir, staging_dir
 
+    out_dir = Path(out_dir)
     ctx = gx.get_context(mode="ephemeral")
     try:  # no tqdm bars in logs
         from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -40,13 +44,24 @@ def run_suite(name: str, df: pd.DataFrame, spec: list[tuple[str, dict]],
         ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     except (ImportError, AttributeError):
         pass
-    asset = ctx.data_sources.add_pandas(f"ofa-{name}").add_dataframe_asset(name)
-    batch = asset.add_batch_definition_whole_dataframe("all").get_batch(
-        batch_parameters={"dataframe": df})
-    suite = gx.ExpectationSuite(name=name)
-    for exp in _expectations(spec):
-        suite.add_expectation(exp)
-    result = batch.validate(suite)
+    docs = staging_dir(out_dir / name)
+    try:
+        ctx.add_data_docs_site(site_name="ofa", site_config={
+            "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                              "base_directory": str(docs.resolve())}})
+        batch_def = ctx.data_sources.add_pandas(f"ofa-{name}").add_dataframe_asset(name) \
+            .add_batch_definition_whole_dataframe("all")
+        suite = ctx.suites.add(gx.ExpectationSuite(name=name))
+        for exp in _expectations(spec):
+            suite.add_expectation(exp)
+        check = ctx.validation_definitions.add(
+            gx.ValidationDefinition(data=batch_def, suite=suite, name=name))
+        result = check.run(batch_parameters={"dataframe": df})
+        ctx.build_data_docs(site_names=["ofa"])
+        publish_dir(docs, out_dir / name)
+    finally:
+        shutil.rmtree(docs, ignore_errors=True)
     rows = []
     for r in result.results:
         cfg = r.expectation_config
@@ -54,14 +69,12 @@ def run_suite(name: str, df: pd.DataFrame, spec: list[tuple[str, dict]],
                                                           if k != "batch_id"},
                      "success": bool(r.success), "observed": _observed(r.result)})
     summary = {"suite": name, "success": bool(result.success), "rows": len(df), "results": rows}
-    out_dir = Path(out_dir)
     atomic_write_text(out_dir / f"{name}.json", json.dumps(summary, indent=2, default=str))
-    atomic_write_text(out_dir / f"{name}.html", _html(summary))
     failed = [r for r in rows if not r["success"]]
     if failed:
         f = failed[0]
         raise OFAError(f"validation gate '{name}' failed: {f['expectation']} {f['kwargs']} "
-                       f"(observed {f['observed']!r}); see {out_dir / (name + '.html')}")
+                       f"(observed {f['observed']!r}); see {out_dir / name / 'index.html'}")
     return summary
 
 
@@ -72,22 +85,6 @@ def _observed(result: dict):
         return (f"{result['unexpected_count']} unexpected, e.g. "
                 f"{list(result.get('partial_unexpected_list') or [])[:3]}")
     return None
-
-
-def _html(summary: dict) -> str:
-    rows = "".join(
-        f"<tr class={'ok' if r['success'] else 'fail'}><td>{html.escape(r['expectation'])}</td>"
-        f"<td><code>{html.escape(json.dumps(r['kwargs'], default=str))}</code></td>"
-        f"<td>{'passed' if r['success'] else 'FAILED'}</td>"
-        f"<td>{html.escape(str(r['observed']))}</td></tr>" for r in summary["results"])
-    status = "passed" if summary["success"] else "FAILED"
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>{summary['suite']}</title>"
-            "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px}"
-            ".ok{background:#e8f5e9}.fail{background:#ffebee}</style></head><body>"
-            f"<h1>Validation: {html.escape(summary['suite'])} ({status})</h1>"
-            f"<p>{summary['rows']} rows checked with Great Expectations.</p><table>"
-            "<tr><th>expectation</th><th>arguments</th><th>result</th><th>observed</th></tr>"
-            f"{rows}</table></body></html>")
 
 
 def validate_acc_dataset(df: pd.DataFrame, min_config: str, max_config: str,

@@ -102,3 +102,19 @@ def test_no_batches_is_an_error_and_restores_state(supernet, space):
     assert not static.training
     assert all(m.momentum == space.cfg.bn_momentum
                for m in static.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_folding_bn_keeps_the_function(supernet, space, seed):
+    import random
+
+    from ofa.evaluate import fold_bn
+
+    cfg = space.sample(random.Random(seed))
+    net = supernet.export(cfg).eval()
+    x = torch.randn(8, space.cfg.in_channels, cfg.r, cfg.r, generator=torch.Generator().manual_seed(seed))
+    folded = fold_bn(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # original untouched
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-5)

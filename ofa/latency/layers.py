@@ -10,14 +10,14 @@ from a random-init supernet, so timing them times exactly what exported subnets 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Iterable, Iterator, Literal
+from typing import Iterable, Literal
 
 import torch
 from torch import nn
 
 from ofa.nn.ops import make_divisible
+from ofa.seeding import torch_seed
 from ofa.space import SearchSpace, SubnetConfig
 
 Kind = Literal["stem", "block", "head"]
@@ -158,14 +158,6 @@ def layer_cost(space: SearchSpace, spec: LayerSpec) -> tuple[int, int]:
 
 
 # -- real modules -------------------------------------------------------------------------------
-@contextmanager
-def torch_seed(seed: int) -> Iterator[None]:
-    """Seeded random init inside the block without touching the global generator after it."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
 def layer_modules(space: SearchSpace, specs: Iterable[LayerSpec], seed: int = 0) -> dict[str, nn.Module]:
     """key -> eval-mode module, cut from subnets exported from a random-init supernet.
 

@@ -75,7 +75,8 @@ def make_runner(module: nn.Module, shape: tuple[int, ...], dev: DeviceConfig) ->
     if dev.backend == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # jit is deprecated upstream, still shipped
-            module = torch.jit.freeze(torch.jit.trace(module, x))
+            # no check_trace: it traces everything twice to compare (half of a table's build)
+            module = torch.jit.freeze(torch.jit.trace(module, x, check_trace=False))
     sync = torch.cuda.synchronize if target.type == "cuda" else (lambda: None)
 
     def run() -> object:

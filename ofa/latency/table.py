@@ -21,7 +21,8 @@ import numpy as np
 from ofa.config import Params, to_dict
 from ofa.errors import OFAError
 from ofa.latency.layers import (LAYER_FIELDS, enumerate_layers, input_shape, layer_cost,
-                                layer_modules, subnet_layers, torch_seed)
+                                layer_modules, subnet_layers)
+from ofa.seeding import torch_seed
 from ofa.space import SearchSpace, SubnetConfig
 
 TABLE_FORMAT = "ofa-latency/1"

@@ -19,6 +19,7 @@ from ofa.config import Params
 from ofa.config_specialize import PredictorConfig
 from ofa.encoding import GeneLayout, encode, to_genes
 from ofa.errors import OFAError
+from ofa.seeding import torch_seed
 from ofa.space import SearchSpace, SubnetConfig
 
 FORMAT = "ofa-predictor/1"
@@ -58,8 +59,8 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, pc: Pr
             seed: int) -> tuple[AccuracyMLP, list[float]]:
     """Adam on MSE; returns the weights of the epoch with the lowest validation RMSE."""
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    net = AccuracyMLP(x.shape[1], pc.hidden, pc.layers, float(y.mean()))
+    with torch_seed(seed):
+        net = AccuracyMLP(x.shape[1], pc.hidden, pc.layers, float(y.mean()))
     opt = torch.optim.Adam(net.parameters(), lr=pc.lr, weight_decay=pc.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, pc.epochs)
     xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).float()
