@@ -4,17 +4,20 @@ Inputs are the export records (`models/<device>/export.json`: chosen subnets wit
 test accuracy and latency, plus the uniformly scaled baselines' measured latency), the
 evaluation of min/mid/max subnets (`reports/evaluate.json`, their test accuracy) and the
 accuracy dataset (sampled subnets, validation accuracy). Outputs: `reports/pareto.md`,
-`reports/pareto.json` (a DVC metric) and `reports/pareto_<device>.png`.
+`reports/pareto.json` (a DVC metric) and `reports/pareto/<device>.png` (a folder rewritten
+whole, so a device that left the registry leaves no stale plot).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from ofa.errors import OFAError
 
+PLOT_DIR = "pareto"   # beside pareto.md
 COLUMNS = ("constraint", "config", "pred. acc %", "test acc %", "pred. ms", "measured ms",
            "MMACs", "params", "best baseline within latency (test acc %)")
 
@@ -85,8 +88,21 @@ def _markdown(reports: list[DeviceReport]) -> str:
                 f"{100 * r['test_acc']:.2f} | {r['predicted_latency_ms']:.3f} | "
                 f"{r['measured_latency_ms']:.3f} | {r['macs'] / 1e6:.2f} | {r['params']} | {base_txt} |")
         lines += ["", f"Specialization beats the best no-slower uniform baseline in {wins} of "
-                  f"{total} comparable constraints (ties within 0.05 points: {ties}).", ""]
+                  f"{total} comparable constraints (ties within 0.05 points: {ties}).", "",
+                  f"![{rep.device}: accuracy vs latency]({PLOT_DIR}/{rep.device}.png)", ""]
     return "\n".join(lines)
+
+
+def _agreement_md(taus: dict[str, float]) -> str:
+    if not taus:
+        return ""
+    lines = ["", "## How the devices order subnets", "",
+             "Kendall tau between the latency tables' predictions over 500 random subnets "
+             "(1 = same order; lower means a subnet fast on one target is not fast on the other, "
+             "which is why each device gets its own search). Pairs with MACs show how far "
+             "FLOPs stand in for latency.", "", "| pair | Kendall tau |", "|---|---|"]
+    lines += [f"| {pair.replace('~', ' vs ')} | {tau:.2f} |" for pair, tau in taus.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _plot(rep: DeviceReport, path: Path) -> None:
@@ -118,21 +134,29 @@ def _plot(rep: DeviceReport, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(reports: list[DeviceReport], out_dir: Path) -> dict:
-    """Write pareto.md, pareto.json and one PNG per device; returns the JSON summary."""
-    from ofa.checkpoint import atomic_write_text
+def write_report(reports: list[DeviceReport], out_dir: Path,
+                 rank_agreement: dict[str, float] | None = None) -> dict:
+    """Write pareto.md, pareto.json and pareto/<device>.png; returns the JSON summary."""
+    from ofa.checkpoint import atomic_write_text, publish_dir, staging_dir
 
     if not reports:
         raise OFAError("no device has exported subnets yet: run `ofa-cli export --device NAME`")
     out_dir = Path(out_dir)
+    plots = staging_dir(out_dir / PLOT_DIR)
     summary = {}
+    try:
+        for rep in reports:
+            _plot(rep, plots / f"{rep.device}.png")
+    except BaseException:
+        shutil.rmtree(plots, ignore_errors=True)
+        raise
     for rep in reports:
-        _plot(rep, out_dir / f"pareto_{rep.device}.png")
         summary[rep.device] = {r["constraint"]: {"test_acc": r["test_acc"],
                                                  "measured_latency_ms": r["measured_latency_ms"],
                                                  "predicted_acc": r["predicted_acc"]}
                                for r in rep.rows}
-    atomic_write_text(out_dir / "pareto.md", _markdown(reports))
+    publish_dir(plots, out_dir / PLOT_DIR)
+    atomic_write_text(out_dir / "pareto.md", _markdown(reports) + _agreement_md(rank_agreement or {}))
     atomic_write_text(out_dir / "pareto.json", json.dumps(summary, indent=2))
     return summary
 

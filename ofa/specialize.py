@@ -198,8 +198,16 @@ def run_report(params: Params, devices: list[str] | None = None,
         params.device(d)
     reports = [load_device_report(export_dir(params, d) / "export.json", evaluate_json,
                                   _sampled(params, d)) for d in names]
-    write_report(reports, out_dir)
+    write_report(reports, out_dir, _rank_agreement(params, names))
     return reports
+
+
+def _rank_agreement(params: Params, names: list[str]) -> dict[str, float]:
+    """Kendall tau of the devices' table latencies (and MACs) over 500 random subnets."""
+    from ofa.latency import device_rank_agreement, table_path
+
+    have = [d for d in names if table_path(params, d).is_file()]
+    return device_rank_agreement(params, have, macs=True) if have else {}
 
 
 def _sampled(params: Params, device: str) -> list[dict]:

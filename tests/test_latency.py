@@ -265,5 +265,8 @@ def test_devices_rank_subnets(tiny):
     taus = device_rank_agreement(params, ["t1", "ort", "ts"], n=60)
     assert set(taus) == {"t1~ort", "t1~ts", "ort~ts"}
     assert all(-1.0 <= t <= 1.0 for t in taus.values())
+    with_macs = device_rank_agreement(params, ["t1", "ort"], n=60, macs=True)
+    assert set(with_macs) == {"t1~ort", "t1~MACs", "ort~MACs"}
+    assert with_macs["t1~ort"] == taus["t1~ort"]
     a = np.arange(10.0)
     assert kendall_tau(a, a) == pytest.approx(1.0) and kendall_tau(a, -a) == pytest.approx(-1.0)

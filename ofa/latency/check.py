@@ -165,13 +165,18 @@ def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def device_rank_agreement(params: Params, devices: list[str] | None = None, n: int = 500,
-                          seed: int = 0) -> dict[str, float]:
+                          seed: int = 0, macs: bool = False) -> dict[str, float]:
     """Kendall tau between every two devices' predicted latencies over n random subnets:
-    below 1 means the devices order subnets differently (so specializing per device pays)."""
+    below 1 means the devices order subnets differently (so specializing per device pays).
+    With `macs`, MACs join as one more "device": how far FLOPs stand in for latency."""
     space = SearchSpace(params.space)
     names = list(devices or params.devices)
     rng = random.Random(f"latency-rank:{seed}")
     genes = to_genes(space, [space.sample(rng) for _ in range(n)])
-    pred = {d: LatencyModel.load(table_path(params, d), space).predict_genes(genes) for d in names}
+    models = {d: LatencyModel.load(table_path(params, d), space) for d in names}
+    pred = {d: m.predict_genes(genes) for d, m in models.items()}
+    if macs and models:
+        pred["MACs"] = next(iter(models.values())).macs_genes(genes)
+        names.append("MACs")
     return {f"{a}~{b}": kendall_tau(pred[a], pred[b])
             for i, a in enumerate(names) for b in names[i + 1:]}
