@@ -30,7 +30,7 @@ run: setup
 	dvc repro
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 benchmark: setup
 	ofa-cli benchmark

@@ -4,20 +4,17 @@ Inputs are the export records (`models/<device>/export.json`: chosen subnets wit
 test accuracy and latency, plus the uniformly scaled baselines' measured latency), the
 evaluation of min/mid/max subnets (`reports/evaluate.json`, their test accuracy) and the
 accuracy dataset (sampled subnets, validation accuracy). Outputs: `reports/pareto.md`,
-`reports/pareto.json` (a DVC metric) and `reports/pareto/<device>.png` (a folder rewritten
-whole, so a device that left the registry leaves no stale plot).
+`reports/pareto.json` (a DVC metric) and `reports/pareto_<device>.png`.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from ofa.errors import OFAError
 
-PLOT_DIR = "pareto"   # beside pareto.md
 COLUMNS = ("constraint", "config", "pred. acc %", "test acc %", "pred. ms", "measured ms",
            "MMACs", "params", "best baseline within latency (test acc %)")
 
@@ -63,6 +60,11 @@ def load_device_report(export_json: Path, evaluate_json: Path,
     return DeviceReport(device, rows, baselines, sampled or [])
 
 
+def plot_name(device: str) -> str:
+    """The device's accuracy-vs-latency plot, beside pareto.md."""
+    return f"pareto_{device}.png"
+
+
 def _markdown(reports: list[DeviceReport]) -> str:
     lines = ["# Specialized subnets per device", "",
              "Test accuracy and latency are measured on the exported, BN-recalibrated subnets; "
@@ -89,7 +91,7 @@ def _markdown(reports: list[DeviceReport]) -> str:
                 f"{r['measured_latency_ms']:.3f} | {r['macs'] / 1e6:.2f} | {r['params']} | {base_txt} |")
         lines += ["", f"Specialization beats the best no-slower uniform baseline in {wins} of "
                   f"{total} comparable constraints (ties within 0.05 points: {ties}).", "",
-                  f"![{rep.device}: accuracy vs latency]({PLOT_DIR}/{rep.device}.png)", ""]
+                  f"![{rep.device}: accuracy vs latency]({plot_name(rep.device)})", ""]
     return "\n".join(lines)
 
 
@@ -136,26 +138,19 @@ def _plot(rep: DeviceReport, path: Path) -> None:
 
 def write_report(reports: list[DeviceReport], out_dir: Path,
                  rank_agreement: dict[str, float] | None = None) -> dict:
-    """Write pareto.md, pareto.json and pareto/<device>.png; returns the JSON summary."""
-    from ofa.checkpoint import atomic_write_text, publish_dir, staging_dir
+    """Write pareto.md, pareto.json and one PNG per device; returns the JSON summary."""
+    from ofa.checkpoint import atomic_write_text
 
     if not reports:
         raise OFAError("no device has exported subnets yet: run `ofa-cli export --device NAME`")
     out_dir = Path(out_dir)
-    plots = staging_dir(out_dir / PLOT_DIR)
     summary = {}
-    try:
-        for rep in reports:
-            _plot(rep, plots / f"{rep.device}.png")
-    except BaseException:
-        shutil.rmtree(plots, ignore_errors=True)
-        raise
     for rep in reports:
+        _plot(rep, out_dir / plot_name(rep.device))
         summary[rep.device] = {r["constraint"]: {"test_acc": r["test_acc"],
                                                  "measured_latency_ms": r["measured_latency_ms"],
                                                  "predicted_acc": r["predicted_acc"]}
                                for r in rep.rows}
-    publish_dir(plots, out_dir / PLOT_DIR)
     atomic_write_text(out_dir / "pareto.md", _markdown(reports) + _agreement_md(rank_agreement or {}))
     atomic_write_text(out_dir / "pareto.json", json.dumps(summary, indent=2))
     return summary
