@@ -41,6 +41,12 @@ def test_dvc_stages_follow_params_phase_order():
         assert params[phase]["init_from"] == item["from"], phase
 
 
+def test_every_default_device_has_its_pareto_plot_declared():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    devices = yaml.safe_load((ROOT / "params.yaml").read_text())["devices"]
+    assert {f"reports/pareto_{d}.png" for d in devices} <= set(dvc["plots"])
+
+
 @pytest.fixture(scope="module")
 def smoke_repo(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("pipeline")
@@ -75,6 +81,25 @@ def test_smoke_pipeline_runs_every_phase(smoke_repo: Path):
     pareto = (smoke_repo / "reports/pareto.md").read_text()
     for d in devices:
         assert f"## {d}" in pareto and (smoke_repo / "data/latency" / f"{d}.parquet").is_file()
+    assert "## How the devices order subnets" in pareto
+
+
+@pytest.mark.slow
+def test_metrics_and_plots_are_declared(smoke_repo: Path):
+    """`dvc metrics show` and `dvc plots show` find every step's figures without arguments."""
+    env, dvc = _env(smoke_repo), str(BIN / "dvc")
+    devices = yaml.safe_load((smoke_repo / "params.yaml").read_text())["devices"]
+    metrics = json.loads(_run([dvc, "metrics", "show", "--json"], smoke_repo, env))
+    files = set(next(iter(metrics.values()))["data"])
+    assert {"reports/evaluate.json", "reports/predictor.json", "reports/pareto.json",
+            "reports/validation/raw_data.json"} <= files, files
+    assert {f"reports/latency/{d}.json" for d in devices} <= files, files
+    plots = json.loads(_run([dvc, "plots", "show", "--json"], smoke_repo, env))
+    shown = {k for k, v in plots["data"].items() if v}
+    want = {"reports/train/teacher.csv", "reports/train/expand2.csv", "reports/predictor_parity.png"}
+    want |= {f"reports/latency/{d}_parity.png" for d in devices}
+    want |= {f"reports/pareto_{d}.png" for d in devices}
+    assert want <= shown, want - shown
 
 
 @pytest.fixture()
