@@ -110,3 +110,11 @@ def tiny_space_params(tmp: Path, devices: dict | None = None, **overrides) -> Pa
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return load_params(path)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """The teacher phase trained once, for real, through the CLI (tiny: a few batches)."""
+    from tests.cli_support import train_teacher
+
+    return train_teacher(tmp_path_factory.mktemp("teacher"))

@@ -19,7 +19,7 @@ from ofa.errors import OFAError
 from ofa.nn.supernet import OFAMobileNetV3
 from ofa.space import SearchSpace
 from ofa.train import build_optimizer
-from test_cli import CLI, ROOT, params_dict, write_params
+from tests.cli_support import CLI, ROOT, params_dict, write_params
 
 
 @pytest.fixture(scope="module")

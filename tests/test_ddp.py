@@ -14,7 +14,7 @@ import torch
 
 from ofa.checkpoint import load_checkpoint
 from ofa.train import lr_at
-from test_cli import CLI, ROOT, params_dict, write_params
+from tests.cli_support import CLI, ROOT, params_dict, write_params
 
 # kernel: 4 steps of 2 subnets each (gradients of both accumulated before every step), KD on.
 DDP = {"phases": {"teacher": {"images_per_epoch": 64},
