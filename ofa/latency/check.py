@@ -93,9 +93,9 @@ def check_table(params: Params, device: str) -> dict:
     reports/latency/<device>.json and <device>_parity.png. A table registered with `table:`
     cannot be checked here (NaN metrics, `external: true`)."""
     from ofa.checkpoint import atomic_write_text
-    from ofa.seeding import torch_seed
     from ofa.latency.measure import make_runners, time_interleaved, torch_threads
     from ofa.nn.supernet import OFAMobileNetV3
+    from ofa.seeding import torch_seed
 
     dev = params.device(device)
     space, lat = SearchSpace(params.space), params.latency
