@@ -7,6 +7,8 @@ worker costs at most one epoch.
 
 from __future__ import annotations
 
+import json
+
 from prefect import flow, task
 
 from flows.gates import gate_task
@@ -15,14 +17,23 @@ from ofa.config import load_params
 
 @task(name="train-phase", retries=1, retry_delay_seconds=5)
 def train_phase_task(params_path: str, phase: str, preset: str | None = None) -> dict:
+    from pathlib import Path
+
     from ofa.distributed import set_threads
-    from ofa.train import train_phase
+    from ofa.launch import in_world, run_training
+    from ofa.train import checkpoint_path, train_phase
 
     params = load_params(params_path, preset)
-    set_threads(params.train.threads)
-    result = train_phase(params, phase, show_progress=False)
-    last = result.history[-1] if result.history else {}
-    return {"phase": phase, "checkpoint": str(result.checkpoint),
+    if params.train.processes > 1 and not in_world():  # the same local workers as the CLI
+        run_training(Path(params_path), preset, phase, params.train.processes, progress=False)
+        report = json.loads(Path(params.train.report_dir, f"{phase}.json").read_text())
+        history, ckpt = report["history"], checkpoint_path(params, phase)
+    else:
+        set_threads(params.train.threads)
+        result = train_phase(params, phase, show_progress=False)
+        history, ckpt = result.history, result.checkpoint
+    last = history[-1] if history else {}
+    return {"phase": phase, "checkpoint": str(ckpt),
             **{k: v for k, v in last.items() if k.startswith("val_acc")}}
 
 

@@ -27,6 +27,11 @@ def train(ctx: typer.Context,
     """Train one progressive-shrinking phase (resumes a killed run)."""
     params = _load(ctx)
     params.phase(phase)
+    from ofa.launch import in_world, launch_workers, worker_args
+
+    if params.train.processes > 1 and not in_world():
+        raise typer.Exit(launch_workers(params.train.processes, worker_args(
+            ctx.obj.params, ctx.obj.preset, phase, progress)))
     from ofa.distributed import init_distributed
     from ofa.train import train_phase
 

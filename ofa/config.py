@@ -50,6 +50,7 @@ class TrainConfig:
     bn_calib_images: int
     eval_images: int  # validation images for per-epoch metrics (0 = whole split)
     final_eval_images: int = 0  # images per split for `ofa-cli evaluate` (0 = whole split)
+    processes: int = optional(1)  # local data-parallel training workers (ofa/launch.py)
     checkpoint_dir: str = optional("data/checkpoints")
     report_dir: str = optional("reports/train")
     seed: int = 0
@@ -58,6 +59,7 @@ class TrainConfig:
         _require(self.batch_size > 0, "train.batch_size", "must be positive")
         _require(self.eval_batch_size > 0, "train.eval_batch_size", "must be positive")
         _require(self.threads >= 0, "train.threads", "must be >= 0 (0 = torch default)")
+        _require(1 <= self.processes <= 256, "train.processes", "must be in [1, 256]")
         _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
         _require(self.bn_calib_images > 0, "train.bn_calib_images", "must be positive")
         _require(self.eval_images >= 0, "train.eval_images", "must be >= 0")

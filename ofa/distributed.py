@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -53,9 +55,24 @@ def all_sum(values: list[float], ctx: DistContext) -> list[float]:
 
 
 def set_threads(threads: int) -> None:
-    """Intra-op threads from params (0 keeps torch's default, which honours OMP_NUM_THREADS)."""
+    """Intra-op threads from params (0 keeps torch's default, which honours OMP_NUM_THREADS).
+
+    `threads` is what the machine gives a job: the N workers of one machine (torchrun's or
+    `train.processes`) share it, max(1, threads // N) each."""
     if threads > 0:
-        torch.set_num_threads(threads)
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        torch.set_num_threads(max(1, threads // local))
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch intra-op threads for a block, restored afterwards (no lasting global change)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def average_buffers(module: torch.nn.Module, ctx: DistContext) -> None:

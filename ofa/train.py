@@ -14,6 +14,8 @@ import json
 import math
 import random
 import time
+import warnings
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from torch import nn
 from ofa.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from ofa.config import Params, to_dict
 from ofa.data import Dataset, augment, batches, load_dataset, to_input
-from ofa.distributed import DistContext, all_sum, average_buffers, barrier
+from ofa.distributed import DistContext, all_sum, average_buffers, barrier, torch_threads
 from ofa.errors import OFAError
 from ofa.evaluate import EvalSettings, evaluate_subnet
 from ofa.nn.supernet import OFAMobileNetV3
@@ -131,7 +133,11 @@ def _starting_point(params: Params, phase: str, net: OFAMobileNetV3,
 def train_phase(params: Params, phase: str, ctx: DistContext = DistContext(),
                 data: Dataset | None = None, show_progress: bool = True) -> PhaseResult:
     """Train one phase (resuming its last complete epoch); the caller's global RNG is untouched."""
-    with torch_seed(derive_seed(params.train.seed, phase, "init"), ctx.device):
+    with torch_seed(derive_seed(params.train.seed, phase, "init"), ctx.device), \
+            warnings.catch_warnings():
+        # channels_last (C,1,k,k) and (O,I,1,1) weights get gradients whose strides differ
+        # only on size-1 dimensions (the same memory layout); DDP warns and copies them
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
         return _train_phase(params, phase, ctx, data, show_progress)
 
 
@@ -193,12 +199,15 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
                     with torch.no_grad():
                         soft = F.softmax(teacher(x, space.max_config(r)), dim=1)
                 opt.zero_grad(set_to_none=True)
-                for cfg in step_configs(space, arch_rng, choices, r, ph.subnets_per_step, ph.sandwich):
-                    out = model(x, cfg)
-                    loss = F.cross_entropy(out, y, label_smoothing=tc.label_smoothing)
-                    if soft is not None:
-                        loss = loss + ph.kd_ratio * soft_cross_entropy(out, soft)
-                    loss.backward()
+                cfgs = step_configs(space, arch_rng, choices, r, ph.subnets_per_step, ph.sandwich)
+                for j, cfg in enumerate(cfgs):
+                    # DDP averages gradients once per step, after the last subnet's backward
+                    with _accumulating(model, last=j == len(cfgs) - 1):
+                        out = model(x, cfg)
+                        loss = F.cross_entropy(out, y, label_smoothing=tc.label_smoothing)
+                        if soft is not None:
+                            loss = loss + ph.kd_ratio * soft_cross_entropy(out, soft)
+                        loss.backward()
                     sums[0] += loss.item() * len(y)
                     sums[1] += float((out.argmax(1) == y).sum())
                     sums[2] += len(y)
@@ -212,10 +221,13 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
             row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                    "images_per_s": steps * tc.batch_size / seconds, "seconds": seconds,
                    "lr_end": lr}
-            if ctx.is_main:
-                row.update(_epoch_eval(net, space, choices, data, settings, tc.eval_images))
+            if ctx.is_main:  # the other ranks wait at the barrier: rank 0 takes every thread
+                t_eval = time.perf_counter()
+                with torch_threads(tc.threads or torch.get_num_threads()):
+                    row.update(_epoch_eval(net, space, choices, data, settings, tc.eval_images))
+                row["eval_seconds"] = time.perf_counter() - t_eval
                 history.append(row)
-                meta = _meta(params, phase, epoch + 1, history)
+                meta = _meta(params, phase, epoch + 1, history, ctx.world)
                 save_checkpoint(resume_path(params, phase), net.state_dict(), meta, opt.state_dict())
                 _write_report(report, phase, history, complete=False)
                 log(f"{phase} epoch {epoch + 1}: " + ", ".join(
@@ -223,7 +235,7 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
             barrier(ctx)
     final = checkpoint_path(params, phase)
     if ctx.is_main:
-        meta = _meta(params, phase, ph.epochs, history) | {"complete": True}
+        meta = _meta(params, phase, ph.epochs, history, ctx.world) | {"complete": True}
         save_checkpoint(final, net.state_dict(), meta)
         _write_report(report, phase, history, complete=True)
         resume_path(params, phase).unlink(missing_ok=True)
@@ -233,6 +245,14 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
             pass
     barrier(ctx)
     return PhaseResult(final, report, history, net)
+
+
+def _accumulating(model: nn.Module, last: bool) -> AbstractContextManager:
+    """DDP's no_sync for every subnet of a step but the last (torch >= 2.4 syncs parameters
+    used by any of them, even with find_unused_parameters)."""
+    if last or not isinstance(model, nn.parallel.DistributedDataParallel):
+        return nullcontext()
+    return model.no_sync()
 
 
 def _teacher_path(params: Params, phase: str) -> Path:
@@ -255,8 +275,8 @@ def _epoch_eval(net: OFAMobileNetV3, space: SearchSpace, choices: Choices, data:
     return out
 
 
-def _meta(params: Params, phase: str, epoch: int, history: list[dict]) -> dict:
-    return {"phase": phase, "epoch": epoch, "space": to_dict(params.space),
+def _meta(params: Params, phase: str, epoch: int, history: list[dict], world: int) -> dict:
+    return {"phase": phase, "epoch": epoch, "world": world, "space": to_dict(params.space),
             "phase_config": to_dict(params.phase(phase)), "fingerprint": fingerprint(params, phase),
             "history": history, "complete": False}
 

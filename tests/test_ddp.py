@@ -107,3 +107,38 @@ def test_batch_not_divisible_by_ranks(tmp_path: Path):
     steps = 128 // 3
     lr_end = json.loads((tmp_path / "reports" / "kernel.json").read_text())["history"][0]["lr_end"]
     assert lr_end == pytest.approx(lr_at(steps - 1, steps, 0, 0.03))
+
+
+def _cli_env() -> dict:
+    env = _env()
+    env.pop("MASTER_ADDR", None)
+    return env
+
+
+@pytest.mark.slow
+def test_train_processes_runs_local_workers(tmp_path: Path):
+    """`train.processes: 2`: plain `ofa-cli train` starts two ranks itself; rank 0 writes the
+    checkpoint (recording the world size) and prints, the phase then continues from it."""
+    params = write_params(tmp_path, params_dict(tmp_path, {**DDP, "train": {"processes": 2,
+                                                                            "threads": 2}}))
+    for phase in ("teacher", "kernel"):
+        proc = subprocess.run([*CLI, "--params", str(params), "train", "--phase", phase,
+                               "--no-progress"], cwd=tmp_path, env=_cli_env(),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert proc.stdout.count(f"wrote {tmp_path / 'ckpt' / phase}.pt") == 1, proc.stdout
+        meta = load_checkpoint(tmp_path / "ckpt" / f"{phase}.pt")["meta"]
+        assert meta["complete"] and meta["world"] == 2
+
+
+@pytest.mark.slow
+def test_a_failing_worker_gives_one_error_line(tmp_path: Path):
+    """A phase whose starting checkpoint is missing fails in every worker: one clean line."""
+    from tests.cli_support import assert_clean_error
+
+    params = write_params(tmp_path, params_dict(tmp_path, {"train": {"processes": 2}}))
+    proc = subprocess.run([*CLI, "--params", str(params), "train", "--phase", "kernel",
+                           "--no-progress"], cwd=tmp_path, env=_cli_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert_clean_error(proc, "does not exist yet")
+    assert not (tmp_path / "ckpt" / "kernel.pt").exists()

@@ -10,10 +10,18 @@ from tests.conftest import tiny_params
 prefect = pytest.importorskip("prefect")
 
 
-def test_progressive_shrinking_flow_trains_phases_in_order(tmp_path, monkeypatch, prefect_api):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_progressive_shrinking_flow_trains_phases_in_order(tmp_path, monkeypatch, prefect_api,
+                                                           processes):
+    import yaml
+
     from flows.shrink import progressive_shrinking
+    from ofa.checkpoint import load_checkpoint
 
     path = tiny_params(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["train"]["processes"] = processes  # 2: the flow starts local workers, as the CLI does
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
     monkeypatch.chdir(tmp_path)
     results = progressive_shrinking(str(path), ["teacher", "kernel"])
     assert [r["phase"] for r in results] == ["teacher", "kernel"]
@@ -22,6 +30,7 @@ def test_progressive_shrinking_flow_trains_phases_in_order(tmp_path, monkeypatch
         assert 0.0 <= r["val_acc_max"] <= 1.0
     report = json.loads((tmp_path / "reports" / "kernel.json").read_text())
     assert report["complete"] and report["epochs"] == 1
+    assert load_checkpoint(tmp_path / "ckpt" / "kernel.pt")["meta"]["world"] == processes
 
 
 def test_deployments_are_built_with_the_schedule_from_params():

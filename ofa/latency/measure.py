@@ -20,30 +20,19 @@ import io
 import random
 import time
 import warnings
-from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from ofa.config_specialize import DeviceConfig, LatencyConfig
+from ofa.distributed import torch_threads  # noqa: F401 - used here and by callers
 from ofa.errors import OFAError
 
 Runner = Callable[[], object]
 Progress = Callable[[str], None]
 WARM_CALLS = 3   # untimed calls right before every timed one (steady-state latency)
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """torch intra-op threads for a block, restored afterwards (no lasting global change)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _target(dev: DeviceConfig) -> torch.device:
