@@ -27,6 +27,7 @@ class PredictorConfig:
     batch_size: int = 64
     weight_decay: float = 1.0e-4
     split: tuple[float, ...] = (0.7, 0.15, 0.15)  # train / validation / test, by config
+    workers: int = optional(1)    # local processes measuring subnets (threads shared among them)
     dataset_path: str = optional("data/predictor/acc_dataset.parquet")
     weights_path: str = optional("data/predictor/mlp.safetensors")
     report_path: str = optional("reports/predictor.json")
@@ -34,6 +35,7 @@ class PredictorConfig:
     def __post_init__(self) -> None:
         require(self.n_subnets >= 10, "predictor.n_subnets", "must be at least 10")
         require(self.val_images >= 0, "predictor.val_images", "must be >= 0 (0 = all)")
+        require(1 <= self.workers <= 256, "predictor.workers", "must be in [1, 256]")
         require(self.hidden > 0 and self.layers > 0, "predictor.hidden/layers", "must be positive")
         require(self.epochs > 0 and self.lr > 0 and self.batch_size > 0,
                 "predictor.epochs/lr/batch_size", "must be positive")
@@ -75,6 +77,7 @@ class LatencyConfig:
     repeats: int = 31             # timings per layer; the table keeps median and spread
     check_subnets: int = 50       # random full subnets timed end to end to check the table
     seed: int = 0
+    calibration_subnets: int = optional(16)  # subnets timed end to end to fit scale and overhead
     table_dir: str = optional("data/latency")
     report_dir: str = optional("reports/latency")
 
@@ -82,6 +85,8 @@ class LatencyConfig:
         require(self.warmup >= 0, "latency.warmup", "must be >= 0")
         require(self.repeats >= 3, "latency.repeats", "must be at least 3")
         require(self.check_subnets >= 2, "latency.check_subnets", "must be at least 2")
+        require(self.calibration_subnets >= 3, "latency.calibration_subnets",
+                "must be at least 3 (the smallest, the largest and a random subnet)")
 
 
 @dataclass(frozen=True)

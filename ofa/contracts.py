@@ -22,6 +22,9 @@ class AccDataset(pa.DataFrameModel):
 
     config: Series[str] = pa.Field(str_matches=CONFIG_PATTERN, unique=True)
     accuracy: Series[float] = pa.Field(ge=0.0, le=1.0)
+    # top-1 on the first half of the images measured: the halves' disagreement is the
+    # measurement noise no predictor can learn (fit-predictor reports it as its floor)
+    accuracy_half: Optional[Series[float]] = pa.Field(ge=0.0, le=1.0)
     resolution: Optional[Series[int]] = pa.Field(gt=0)
     macs: Optional[Series[int]] = pa.Field(gt=0)
     params: Optional[Series[int]] = pa.Field(gt=0)

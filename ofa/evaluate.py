@@ -55,35 +55,72 @@ def fold_bn(model: nn.Module) -> nn.Module:
     return model
 
 
+class InputCache:
+    """Model inputs per (split, resolution, limit), resized and normalised once.
+
+    Many subnets evaluated at a few resolutions (the accuracy dataset, `ofa-cli evaluate`)
+    would otherwise resize the same images again for every subnet. The caller owns the cache
+    and decides how long it lives."""
+
+    def __init__(self, data: Dataset, s: EvalSettings) -> None:
+        self.data, self.s = data, s
+        self._memo: dict[tuple, list] = {}
+
+    def calibration(self, resolution: int) -> list[torch.Tensor]:
+        key = ("calibration", resolution)
+        if key not in self._memo:
+            self._memo[key] = calibration_inputs(self.data, resolution, self.s)
+        return self._memo[key]
+
+    def split(self, name: str, resolution: int, limit: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        key = (name, resolution, limit)
+        if key not in self._memo:
+            d, s = self.data, self.s
+            self._memo[key] = [(to_input(x, resolution, d.mean, d.std, s.channels_last), y)
+                               for x, y in batches(getattr(d, name), s.batch_size, limit=limit)]
+        return self._memo[key]
+
+
 @torch.no_grad()
+def hits(model: nn.Module, labelled: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Per image, whether the model's top-1 is right (BN folded for speed)."""
+    model = fold_bn(model)
+    out = [model(x).argmax(1) == y for x, y in labelled]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+
+def top1_of(model: nn.Module, labelled: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Top-1 of a model on prepared (input, label) batches."""
+    right = hits(model, labelled)
+    return int(right.sum()) / max(len(right), 1)
+
+
 def top1(model: nn.Module, split: Split, resolution: int, data: Dataset, s: EvalSettings,
          limit: int = 0) -> float:
-    model = fold_bn(model)
-    correct = total = 0
-    for x, y in batches(split, s.batch_size, limit=limit):
-        pred = model(to_input(x, resolution, data.mean, data.std, s.channels_last)).argmax(1)
-        correct += int((pred == y).sum())
-        total += int(y.numel())
-    return correct / max(total, 1)
+    return top1_of(model, [(to_input(x, resolution, data.mean, data.std, s.channels_last), y)
+                           for x, y in batches(split, s.batch_size, limit=limit)])
 
 
 def prepare_subnet(supernet: OFAMobileNetV3, cfg: SubnetConfig, data: Dataset,
-                   s: EvalSettings) -> nn.Module:
+                   s: EvalSettings, inputs: InputCache | None = None) -> nn.Module:
     """The static subnet with its own BN statistics, ready for evaluation or export."""
     net = supernet.export(cfg)
     if s.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    recalibrate(net, calibration_inputs(data, cfg.r, s))
+    recalibrate(net, (inputs or InputCache(data, s)).calibration(cfg.r))
     return net.eval()
 
 
 def evaluate_subnet(supernet: OFAMobileNetV3, cfg: SubnetConfig, data: Dataset, s: EvalSettings,
-                    splits: tuple[str, ...] = ("val",), limit: int = 0) -> dict:
-    net = prepare_subnet(supernet, cfg, data, s)
+                    splits: tuple[str, ...] = ("val",), limit: int = 0,
+                    inputs: InputCache | None = None) -> dict:
+    """BN-recalibrated top-1 of one subnet per split; pass one `inputs` for many subnets."""
+    inputs = inputs or InputCache(data, s)
+    net = prepare_subnet(supernet, cfg, data, s, inputs)
     row = {"config": str(cfg), "resolution": cfg.r, "params": count_params(net),
            "macs": count_macs(net, cfg.r, supernet.space.cfg.in_channels)}
     for name in splits:
-        row[f"{name}_acc"] = top1(net, getattr(data, name), cfg.r, data, s, limit)
+        row[f"{name}_acc"] = top1_of(net, inputs.split(name, cfg.r, limit))
     return row
 
 
@@ -105,12 +142,13 @@ def evaluate_checkpoint(params: Params, path: Path, extra: list[str],
         net = net.to(memory_format=torch.channels_last)
     data = load_dataset(params.data, params.space)
     settings = EvalSettings.from_train(params.train)
-    rows = []
+    rows, inputs = [], InputCache(data, settings)
     with make_progress(show_progress) as bar:
         task = bar.add_task("evaluate", total=len(jobs), info="")
         for name, cfg in jobs:
             rows.append({"name": name, **evaluate_subnet(net, cfg, data, settings, splits,
-                                                         params.train.final_eval_images)})
+                                                         params.train.final_eval_images,
+                                                         inputs)})
             bar.update(task, advance=1, info=f"{name} r{cfg.r}")
     return rows
 

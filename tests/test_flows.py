@@ -84,7 +84,8 @@ def test_accuracy_dataset_on_two_dask_workers_equals_the_sequential_run(tmp_path
     from ofa.space import SearchSpace
     from tests.conftest import tiny_space_params
 
-    params = tiny_space_params(tmp_path, predictor={"n_subnets": 10, "val_images": 64},
+    params = tiny_space_params(tmp_path, predictor={"n_subnets": 10, "val_images": 64,
+                                                    "workers": 1},
                                train={"bn_calib_images": 32, "eval_batch_size": 64},
                                orchestration={"dask_workers": 2})
     torch.manual_seed(0)

@@ -139,3 +139,30 @@ def test_accuracy_dataset_on_a_tiny_supernet(params, space, tmp_path):
     df = write_dataset(rows, tmp_path / "acc.parquet")
     assert list(df["config"]) == [str(c) for c in cfgs]
     assert df["accuracy"].between(0, 1).all() and (df["macs"] > 0).all()
+
+
+def test_local_workers_give_the_sequential_dataset(tmp_path):
+    """predictor.workers: 2 measures in two processes; the rows equal one sequential run's."""
+    import pandas as pd
+
+    from ofa.checkpoint import save_checkpoint
+    from ofa.config import to_dict
+    from ofa.nn.supernet import OFAMobileNetV3
+    from ofa.predictor import build_acc_dataset
+    from ofa.space import SearchSpace
+    from tests.conftest import tiny_space_params
+
+    def params(workers: int):
+        return tiny_space_params(tmp_path, predictor={"n_subnets": 10, "val_images": 64,
+                                                      "workers": workers},
+                                 train={"bn_calib_images": 32, "eval_batch_size": 64})
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "ckpt" / "expand2.pt"
+    seq_params = params(1)
+    save_checkpoint(ckpt, OFAMobileNetV3(SearchSpace(seq_params.space)).state_dict(),
+                    {"space": to_dict(seq_params.space), "complete": True})
+    sequential = build_acc_dataset(seq_params, ckpt, tmp_path / "seq.parquet", show_progress=False)
+    parallel = build_acc_dataset(params(2), ckpt, tmp_path / "par.parquet", show_progress=False)
+    pd.testing.assert_frame_equal(parallel, sequential)
+    assert len(sequential) == 10

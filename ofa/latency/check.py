@@ -22,7 +22,7 @@ import numpy as np
 from ofa.config import Params
 from ofa.encoding import to_genes
 from ofa.latency.model import LatencyModel
-from ofa.latency.table import calibration_configs, table_path
+from ofa.latency.table import CALIBRATION_SUBNETS, calibration_configs, table_path
 from ofa.space import SearchSpace, SubnetConfig
 
 TARGET_WITHIN = 0.95   # share of check subnets whose prediction is within +-10%
@@ -35,9 +35,10 @@ def report_paths(params: Params, device: str) -> tuple[Path, Path]:
     return base / f"{device}.json", base / f"{device}_parity.png"
 
 
-def check_configs(space: SearchSpace, seed: int, n: int) -> list[SubnetConfig]:
+def check_configs(space: SearchSpace, seed: int, n: int,
+                  n_calibration: int = CALIBRATION_SUBNETS) -> list[SubnetConfig]:
     """n random subnets, distinct from each other and from the calibration subnets."""
-    taken = {str(c) for c in calibration_configs(space, seed)}
+    taken = {str(c) for c in calibration_configs(space, seed, n_calibration)}
     rng = random.Random(f"latency-check:{seed}")
     out: list[SubnetConfig] = []
     for _ in range(100 * n):                      # bounded: the space holds far more subnets
@@ -109,8 +110,8 @@ def check_table(params: Params, device: str) -> dict:
         _parity_plot(np.array([]), np.array([]), f"latency table: {device}", png)
         atomic_write_text(js, json.dumps(_json_safe(result), indent=2))
         return result
-    cfgs = check_configs(space, lat.seed, lat.check_subnets)
-    cal = calibration_configs(space, lat.seed)
+    cfgs = check_configs(space, lat.seed, lat.check_subnets, lat.calibration_subnets)
+    cal = calibration_configs(space, lat.seed, lat.calibration_subnets)
     cal_then = np.array([row["measured_ms"] for row in model.meta.get("calibration", [])])
     with torch_seed(lat.seed + 1):
         net = OFAMobileNetV3(space).eval()

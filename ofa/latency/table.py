@@ -122,7 +122,7 @@ def build_table(params: Params, device: str, show_progress: bool = True) -> Path
     modules = layer_modules(space, specs, seed=lat.seed)
     with torch_seed(lat.seed):
         net = OFAMobileNetV3(space).eval()
-    cal = calibration_configs(space, lat.seed)
+    cal = calibration_configs(space, lat.seed, lat.calibration_subnets)
     image = (dev.batch_size, space.cfg.in_channels)
     items = [(nn.Identity(), image + (min(space.cfg.resolutions),) * 2)]   # an empty call
     items += [(modules[s.key], input_shape(s, dev.batch_size)) for s in specs]

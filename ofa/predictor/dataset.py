@@ -14,7 +14,7 @@ from ofa.config import Params
 from ofa.errors import OFAError
 from ofa.space import SearchSpace, SubnetConfig
 
-COLUMNS = ("config", "resolution", "accuracy", "macs", "params")
+COLUMNS = ("config", "resolution", "accuracy", "accuracy_half", "macs", "params")
 
 
 def sample_configs(space: SearchSpace, n: int, seed: int) -> list[SubnetConfig]:
@@ -36,14 +36,21 @@ def sample_configs(space: SearchSpace, n: int, seed: int) -> list[SubnetConfig]:
 
 def measure_configs(supernet, configs: Sequence[SubnetConfig], data, settings,
                     val_images: int, progress=None) -> list[dict]:
-    """One row per config: BN-recalibrated top-1 on the first `val_images` validation images."""
-    from ofa.evaluate import evaluate_subnet
+    """One row per config: BN-recalibrated top-1 on the first `val_images` validation images
+    (and on the first half of them, for the noise estimate)."""
+    from ofa.evaluate import InputCache, hits, prepare_subnet
+    from ofa.nn.static import count_macs, count_params
 
-    rows = []
+    rows, inputs = [], InputCache(data, settings)
     for cfg in configs:
-        row = evaluate_subnet(supernet, cfg, data, settings, ("val",), val_images)
-        rows.append({"config": str(cfg), "resolution": cfg.r, "accuracy": row["val_acc"],
-                     "macs": int(row["macs"]), "params": int(row["params"])})
+        net = prepare_subnet(supernet, cfg, data, settings, inputs)
+        right = hits(net, inputs.split("val", cfg.r, val_images))
+        half = max(len(right) // 2, 1)
+        rows.append({"config": str(cfg), "resolution": cfg.r,
+                     "accuracy": int(right.sum()) / max(len(right), 1),
+                     "accuracy_half": int(right[:half].sum()) / half,
+                     "macs": int(count_macs(net, cfg.r, supernet.space.cfg.in_channels)),
+                     "params": int(count_params(net))})
         if progress is not None:
             progress(cfg)
     return rows
@@ -61,6 +68,54 @@ def write_dataset(rows: list[dict], path: Path):
     return df
 
 
+def _measure_share(params: Params, checkpoint: str, configs: list[str], threads: int,
+                   done) -> list[dict]:
+    """One worker process's share: its own supernet copy, data and input cache."""
+    import torch
+
+    from ofa.data import load_dataset
+    from ofa.evaluate import EvalSettings
+    from ofa.train import load_supernet
+
+    torch.set_num_threads(threads)
+    net, _ = load_supernet(params, Path(checkpoint))
+    if params.train.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return measure_configs(net, [SubnetConfig.parse(c) for c in configs],
+                           load_dataset(params.data, params.space),
+                           EvalSettings.from_train(params.train), params.predictor.val_images,
+                           lambda cfg: done.put(str(cfg)))
+
+
+def measure_in_workers(params: Params, checkpoint: Path, configs: Sequence[SubnetConfig],
+                       workers: int, progress=None) -> list[dict]:
+    """measure_configs split over `workers` local processes (every k-th config each), rows in
+    the order of `configs`: the same rows as one sequential run (a test checks it)."""
+    import multiprocessing as mp
+    import queue
+    from concurrent.futures import ProcessPoolExecutor, wait
+
+    threads = max(1, (params.train.threads or 1) // workers)
+    names = [str(c) for c in configs]
+    ctx = mp.get_context("spawn")  # no fork of a process holding torch's thread pools
+    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        done = manager.Queue()
+        futures = [pool.submit(_measure_share, params, str(checkpoint), names[i::workers],
+                               threads, done) for i in range(workers) if names[i::workers]]
+        pending = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=0.5)
+            while True:
+                try:
+                    name = done.get_nowait()
+                except queue.Empty:
+                    break
+                if progress is not None:
+                    progress(name)
+        by_config = {row["config"]: row for f in futures for row in f.result()}
+    return [by_config[n] for n in names]
+
+
 def build_acc_dataset(params: Params, checkpoint: Path, out: Path | None = None, *,
                       n: int | None = None, show_progress: bool = True):
     """Sample, measure and write `predictor.dataset_path` (or `out`); returns the DataFrame."""
@@ -72,16 +127,21 @@ def build_acc_dataset(params: Params, checkpoint: Path, out: Path | None = None,
     from ofa.train import load_supernet
 
     pc = params.predictor
-    net, _ = load_supernet(params, Path(checkpoint))
-    if params.train.channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    net, _ = load_supernet(params, Path(checkpoint))  # also refuses a foreign checkpoint early
     configs = sample_configs(net.space, n or pc.n_subnets, pc.seed)
-    data = load_dataset(params.data, params.space)
-    settings = EvalSettings.from_train(params.train)
     with make_progress(show_progress) as bar:
         task = bar.add_task("accuracy dataset", total=len(configs), info="")
-        rows = measure_configs(net, configs, data, settings, pc.val_images,
-                               lambda cfg: bar.update(task, advance=1, info=str(cfg)[:24]))
+
+        def advance(cfg) -> None:
+            bar.update(task, advance=1, info=str(cfg)[:24])
+
+        if pc.workers > 1:
+            rows = measure_in_workers(params, Path(checkpoint), configs, pc.workers, advance)
+        else:
+            if params.train.channels_last:
+                net = net.to(memory_format=torch.channels_last)
+            rows = measure_configs(net, configs, load_dataset(params.data, params.space),
+                                   EvalSettings.from_train(params.train), pc.val_images, advance)
     return write_dataset(rows, Path(out or pc.dataset_path))
 
 

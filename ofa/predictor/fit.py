@@ -44,6 +44,19 @@ def _parity(path: Path, true: np.ndarray, preds: dict[str, np.ndarray]) -> None:
     plt.close(fig)
 
 
+def noise_floor(df) -> float | None:
+    """The measurement noise of one subnet's accuracy, in points: which borderline images a
+    subnet happens to get right differs between subnets in ways no architecture encoding
+    predicts. Each half of the images measures it independently, so it is half the spread of
+    the halves' difference (None for datasets without `accuracy_half`). A predictor's test RMSE
+    against measured accuracies cannot go below it."""
+    if "accuracy_half" not in df.columns or df["accuracy_half"].isna().any() or len(df) < 3:
+        return None
+    a = df["accuracy_half"].to_numpy(dtype=np.float64)
+    b = 2 * df["accuracy"].to_numpy(dtype=np.float64) - a
+    return float(100 * np.std(a - b, ddof=1) / 2)
+
+
 def fit_predictor(params: Params, dataset: Path | None = None) -> dict:
     """Fit MLP and ridge, write the MLP weights, the JSON report and the parity plot."""
     from ofa.checkpoint import atomic_write_text
@@ -69,6 +82,7 @@ def fit_predictor(params: Params, dataset: Path | None = None) -> dict:
                                                   "best_epoch": int(np.argmin(curve)) + 1},
               "ridge": metrics(ridge_pred, y[te]) | {"alpha": alpha},
               "constant_mean_rmse_points": float(100 * np.sqrt(np.mean((y[tr].mean() - y[te]) ** 2))),
+              "noise_floor_points": noise_floor(df),
               "targets": {"rmse_points_max": 0.3, "kendall_tau_min": 0.8}}
     save_predictor(net, space, pc, Path(pc.weights_path))
     report_path = Path(pc.report_path)
