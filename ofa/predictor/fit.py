@@ -44,12 +44,14 @@ def _parity(path: Path, true: np.ndarray, preds: dict[str, np.ndarray]) -> None:
     plt.close(fig)
 
 
-def noise_floor(df) -> float | None:
-    """The measurement noise of one subnet's accuracy, in points: which borderline images a
-    subnet happens to get right differs between subnets in ways no architecture encoding
-    predicts. Each half of the images measures it independently, so it is half the spread of
-    the halves' difference (None for datasets without `accuracy_half`). A predictor's test RMSE
-    against measured accuracies cannot go below it."""
+def measurement_noise(df) -> float | None:
+    """How much one subnet's measured accuracy depends on which images were drawn, in points.
+
+    Each half of a subnet's validation images measures its accuracy independently; half the
+    spread of the halves' difference is the noise of the whole measurement (None for datasets
+    without `accuracy_half`). The share of it that similar subnets do not have in common is
+    what no architecture encoding can predict: a predictor's test RMSE against measured
+    accuracies rarely goes far below this figure."""
     if "accuracy_half" not in df.columns or df["accuracy_half"].isna().any() or len(df) < 3:
         return None
     a = df["accuracy_half"].to_numpy(dtype=np.float64)
@@ -82,7 +84,7 @@ def fit_predictor(params: Params, dataset: Path | None = None) -> dict:
                                                   "best_epoch": int(np.argmin(curve)) + 1},
               "ridge": metrics(ridge_pred, y[te]) | {"alpha": alpha},
               "constant_mean_rmse_points": float(100 * np.sqrt(np.mean((y[tr].mean() - y[te]) ** 2))),
-              "noise_floor_points": noise_floor(df),
+              "measurement_noise_points": measurement_noise(df),
               "targets": {"rmse_points_max": 0.3, "kendall_tau_min": 0.8}}
     save_predictor(net, space, pc, Path(pc.weights_path))
     report_path = Path(pc.report_path)
