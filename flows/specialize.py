@@ -92,7 +92,8 @@ def fit_predictor_task(params_path: str, preset: str | None = None) -> dict:
     from ofa.predictor import fit_predictor
 
     report = fit_predictor(_params(params_path, preset))
-    return {"rmse_points": report["mlp"]["rmse_points"], "kendall_tau": report["mlp"]["kendall_tau"]}
+    return {"chosen": report["chosen"], "rmse_points": report["predictor"]["rmse_points"],
+            "kendall_tau": report["predictor"]["kendall_tau"]}
 
 
 @task(name="latency-table", retries=2, retry_delay_seconds=5)

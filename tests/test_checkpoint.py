@@ -197,7 +197,7 @@ def test_load_refuses(tmp_path: Path, space_dict: dict, make, needle: str):
 # -- resume after a real kill ----------------------------------------------------------------
 RESUME = {"data": {"subset": 512},
           "phases": {"teacher": {"epochs": 3, "images_per_epoch": 512, "warmup_epochs": 0.3}}}
-TIMING_KEYS = {"seconds", "images_per_s"}
+TIMING_KEYS = {"seconds", "images_per_s", "eval_seconds"}
 
 
 def _start(workdir: Path) -> subprocess.Popen:

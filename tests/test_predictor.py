@@ -13,7 +13,7 @@ import torch
 from ofa.encoding import GeneLayout, decode, encode, from_genes, to_genes
 from ofa.errors import OFAError
 from ofa.predictor import load_predictor, read_dataset, sample_configs
-from ofa.predictor.fit import fit_predictor
+from ofa.predictor.fit import fit_predictor, split_indices
 from ofa.predictor.model import fit_mlp, fit_ridge, metrics
 
 
@@ -76,10 +76,42 @@ def test_fit_is_seeded_and_saved_weights_predict_the_same(params, space, tmp_pat
     a = fit_predictor(p)
     first = load_predictor(p).predict(cfgs)
     b = fit_predictor(p)
-    assert a["mlp"] == b["mlp"]
+    assert a["mlp"] == b["mlp"] and a["chosen"] == b["chosen"]
     np.testing.assert_allclose(load_predictor(p).predict(cfgs), first)
     assert (tmp_path / "predictor_parity.png").is_file()
     assert {"rmse_points", "kendall_tau", "spearman"} <= set(a["ridge"])
+    # the saved predictor is the chosen model: it reproduces that model's test metrics
+    te_idx = split_indices(len(cfgs), pc.split, pc.seed)[2]
+    saved = metrics(load_predictor(p).predict([cfgs[i] for i in te_idx]), y[te_idx])
+    assert saved["rmse_points"] == pytest.approx(a[a["chosen"]]["rmse_points"], rel=1e-5)
+    assert a["predictor"]["rmse_points"] == pytest.approx(a[a["chosen"]]["rmse_points"])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pooled_ridge_is_a_linear_model_of_the_paper_features(space, seed):
+    """The stage-pooled ridge, stored as a no-hidden-layer AccuracyMLP over the one-hot
+    features, predicts what a ridge on the pooled counts predicts; on an accuracy that depends
+    on per-stage counts only, it beats the one-hot ridge from few subnets."""
+    from ofa.predictor.model import ridge_weights
+    from ofa.predictor.pooled import fit_pooled_ridge, pooling_matrix
+
+    layout = GeneLayout.of(space)
+    rng = random.Random(seed)
+    cfgs = [space.sample(rng) for _ in range(160)]
+    x = encode(layout, to_genes(space, cfgs)).astype(np.float64)
+    pool = pooling_matrix(layout)
+    assert pool.shape[0] == layout.n_features and (pool.sum(1) == 1).all()
+    counts = x @ pool
+    w_true = np.random.default_rng(seed).normal(0, 0.002, counts.shape[1])
+    y = 0.9 + counts @ w_true + np.random.default_rng(seed + 1).normal(0, 0.001, len(x))
+    net, alpha = fit_pooled_ridge(layout, x[:80], y[:80], x[80:120], y[80:120])
+    with torch.no_grad():
+        pred = net(torch.from_numpy(x[120:]).float()).double().numpy()
+    w, b, _ = ridge_weights(counts[:80], y[:80], counts[80:120], y[80:120])
+    np.testing.assert_allclose(pred, counts[120:] @ w + b, atol=1e-5)
+    onehot, _ = fit_ridge(x[:80], y[:80], x[80:120], y[80:120])
+    assert metrics(pred, y[120:])["rmse_points"] < metrics(onehot(x[120:]), y[120:])["rmse_points"]
+    assert net.layers == 0 and alpha > 0
 
 
 def test_a_predictor_from_another_space_is_refused(params, space, tmp_path):

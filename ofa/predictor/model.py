@@ -28,6 +28,7 @@ FORMAT = "ofa-predictor/1"
 class AccuracyMLP(nn.Module):
     def __init__(self, n_features: int, hidden: int, layers: int, offset: float) -> None:
         super().__init__()
+        self.hidden, self.layers = hidden, layers  # layers 0: a linear model (see pooled.py)
         dims = [n_features] + [hidden] * layers
         body: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
@@ -84,9 +85,11 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, pc: Pr
     return net.eval(), curve
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
-              alphas: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)):
-    """Closed-form ridge with an intercept; alpha picked on the validation split."""
+def ridge_weights(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
+                  alphas: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+                  ) -> tuple[np.ndarray, float, float]:
+    """Closed-form ridge with an unpenalised intercept, alpha picked on the validation split:
+    (weights, intercept, alpha)."""
     mu = y.mean()
     a = np.hstack([x, np.ones((len(x), 1))])
     av = np.hstack([xv, np.ones((len(xv), 1))])
@@ -99,11 +102,14 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
         if best is None or rmse < best[0]:
             best = (rmse, alpha, w)
     _, alpha, w = best
+    return w[:-1], float(w[-1] + mu), alpha
 
-    def predict(features: np.ndarray) -> np.ndarray:
-        return np.hstack([features, np.ones((len(features), 1))]) @ w + mu
 
-    return predict, alpha
+def fit_ridge(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
+              alphas: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)):
+    """Ridge on the features as given: (predict function, alpha)."""
+    w, b, alpha = ridge_weights(x, y, xv, yv, alphas)
+    return (lambda features: features @ w + b), alpha
 
 
 def save_predictor(net: AccuracyMLP, space: SearchSpace, pc: PredictorConfig, path: Path) -> None:
@@ -112,8 +118,8 @@ def save_predictor(net: AccuracyMLP, space: SearchSpace, pc: PredictorConfig, pa
     from ofa.checkpoint import atomic_write
 
     meta = {"format": FORMAT, "space": space.fingerprint(),
-            "n_features": str(GeneLayout.of(space).n_features), "hidden": str(pc.hidden),
-            "layers": str(pc.layers)}
+            "n_features": str(GeneLayout.of(space).n_features), "hidden": str(net.hidden),
+            "layers": str(net.layers)}
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
     atomic_write(Path(path), lambda p: save_file(state, str(p), metadata=meta))
 
