@@ -71,10 +71,9 @@ class GeneLayout:
 
     def active(self, genes: np.ndarray) -> np.ndarray:
         """Boolean (N, n_slots): which block slots each subnet runs (the first d per stage)."""
-        depth = np.asarray(self.depths)[self.d(genes)]  # N x stages
-        pos = np.tile(np.arange(self.max_depth), self.n_stages)  # position within its stage
-        stage_depth = np.repeat(depth, self.max_depth, axis=1)
-        return pos[None, :] < stage_depth
+        # row i: which of a stage's slots depth choice i runs; one lookup per stage gene
+        runs = np.arange(self.max_depth)[None, :] < np.asarray(self.depths)[:, None]
+        return runs[self.d(genes)].reshape(len(genes), self.n_slots)
 
 
 def to_genes(space: SearchSpace, configs: Sequence[SubnetConfig]) -> np.ndarray:

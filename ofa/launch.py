@@ -5,7 +5,9 @@ What `torchrun --standalone --nproc_per_node N -m ofa.cli train ...` does, start
 project's 2-core CPU: two 1-thread workers train 18-34% more images/s than one 2-thread
 process (small subnets gain most: a second intra-op thread helps their tiny convolutions
 little), so the default params use 2. Only rank 0 prints; a failing worker stops the others
-and its exit code (and, if rank 0 said nothing, its last error line) is what the caller sees.
+and its exit code (and, if rank 0 said nothing, its last error line) is what the caller sees;
+when another rank fails first, rank 0 gets a few seconds to fail on its own, so an error that
+every rank hits (bad input) is reported once, in rank 0's words.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ofa.errors import OFAError
 WORLD_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
               "MASTER_PORT", "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
 STOP_GRACE_S = 30.0
+RANK0_GRACE_S = 5.0  # how long rank 0 may take to report an error every rank hit
 
 
 def in_world() -> bool:
@@ -66,6 +69,14 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
+def _exit_code(proc: subprocess.Popen, timeout: float) -> int | None:
+    """proc's exit code once it ends within timeout, else None."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
 def _last_error(path: Path) -> str:
     lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("error:")]
@@ -98,6 +109,11 @@ def launch_workers(processes: int, args: list[str], poll_s: float = 0.2) -> int:
                 failed = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
                 if failed:
                     rank, code = failed[0]
+                    if rank > 0:  # bad input fails every rank: rank 0 may be saying why now
+                        code0 = _exit_code(procs[0], RANK0_GRACE_S)
+                        if code0 not in (None, 0):
+                            _stop(procs)
+                            return code0
                     _stop(procs)
                     if rank > 0:
                         print(f"error: training worker {rank} failed: "

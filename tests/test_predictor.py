@@ -14,7 +14,7 @@ from ofa.encoding import GeneLayout, decode, encode, from_genes, to_genes
 from ofa.errors import OFAError
 from ofa.predictor import load_predictor, read_dataset, sample_configs
 from ofa.predictor.fit import fit_predictor, split_indices
-from ofa.predictor.model import fit_mlp, fit_ridge, metrics
+from ofa.predictor.model import AccuracyMLP, Predictor, fit_mlp, fit_ridge, metrics
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -112,6 +112,23 @@ def test_pooled_ridge_is_a_linear_model_of_the_paper_features(space, seed):
     onehot, _ = fit_ridge(x[:80], y[:80], x[80:120], y[80:120])
     assert metrics(pred, y[120:])["rmse_points"] < metrics(onehot(x[120:]), y[120:])["rmse_points"]
     assert net.layers == 0 and alpha > 0
+
+
+@pytest.mark.parametrize("layers,hidden", [(0, 0), (1, 16), (3, 400)])
+def test_the_search_scoring_path_equals_the_module(space, layers, hidden):
+    """Predictor.predict_genes (packed weights) gives what the nn.Module computes."""
+    layout = GeneLayout.of(space)
+    torch.manual_seed(layers)
+    net = AccuracyMLP(layout.n_features, hidden, layers, 0.9).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.1)
+    genes = to_genes(space, [space.sample(random.Random(i)) for i in range(40)])
+    with torch.no_grad():
+        expected = net(torch.from_numpy(encode(layout, genes))).double().numpy()
+    got = Predictor(net, layout, space).predict_genes(genes)
+    assert got.shape == (40,) and np.ptp(got) > 0
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
 
 def test_a_predictor_from_another_space_is_refused(params, space, tmp_path):

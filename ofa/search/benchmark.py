@@ -1,6 +1,7 @@
 """How long one search with the paper's settings takes: batched vs one subnet at a time.
 
-Both runs use a predictor-shaped MLP (3 x 400 over the one-hot features, random weights) and a
+Both runs score with the accuracy predictor's own code (`Predictor.predict_genes`) on an MLP
+of the configured shape (3 x 400 over the one-hot features, random weights) and a
 dense latency lookup [slot, kernel, expand, resolution]. The reference is the authors'
 EvolutionFinder loop: every child mutated or crossed, checked and scored on its own.
 """
@@ -15,33 +16,29 @@ import numpy as np
 
 from ofa.config import Params
 from ofa.config_specialize import SearchConfig
-from ofa.encoding import GeneLayout, encode
+from ofa.encoding import GeneLayout
 from ofa.errors import OFAError
 from ofa.search.evolution import (Batch, Constraint, crossover, evolve, feasible, mutate,
                                   random_genes)
 from ofa.space import SearchSpace
 
 
-def mlp_score(layout: GeneLayout, hidden: int = 400, layers: int = 3, seed: int = 0) -> Batch:
-    """A random MLP the shape of the accuracy predictor, as a batched score function."""
+def mlp_score(space: SearchSpace, hidden: int = 400, layers: int = 3, seed: int = 0) -> Batch:
+    """The accuracy predictor's scoring path (`Predictor.predict_genes`) with an MLP of the
+    given shape and random weights."""
     import torch
 
+    from ofa.predictor.model import AccuracyMLP, Predictor
+
+    layout = GeneLayout.of(space)
     g = torch.Generator().manual_seed(seed)
-    dims = [layout.n_features] + [hidden] * layers + [1]
-    mods: list[torch.nn.Module] = []
-    for a, b in zip(dims[:-1], dims[1:]):
-        lin = torch.nn.Linear(a, b)
-        with torch.no_grad():
-            lin.weight.normal_(0.0, (2 / a) ** 0.5, generator=g)
-            lin.bias.normal_(0.0, 0.01, generator=g)
-        mods += [lin, torch.nn.ReLU()]
-    net = torch.nn.Sequential(*mods[:-1]).eval()
-
-    def score(genes: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return net(torch.from_numpy(encode(layout, genes))).squeeze(1).numpy()
-
-    return score
+    net = AccuracyMLP(layout.n_features, hidden, layers, 0.9)
+    with torch.no_grad():
+        for lin in (m for m in net.body if isinstance(m, torch.nn.Linear)):
+            lin.weight.normal_(0.0, (2 / lin.in_features) ** 0.5, generator=g)
+            if lin.bias is not None:
+                lin.bias.normal_(0.0, 0.01, generator=g)
+    return Predictor(net.eval(), layout, space).predict_genes
 
 
 def lut_latency(layout: GeneLayout, seed: int = 0) -> Batch:
@@ -101,7 +98,8 @@ def benchmark_search(params: Params, repeats: int = 3, show: bool = True,
     torch.set_num_threads(1)  # small matrices: a second thread costs more than it gives
     try:
         layout = GeneLayout.of(SearchSpace(params.space))
-        score = mlp_score(layout, params.predictor.hidden, params.predictor.layers)
+        score = mlp_score(SearchSpace(params.space), params.predictor.hidden,
+                          params.predictor.layers)
         latency = lut_latency(layout)
         limit = 0.5 * float(latency(layout.cardinalities()[None] - 1)[0])
         constraints = [Constraint("latency_ms", latency, limit)]
