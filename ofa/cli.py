@@ -25,8 +25,7 @@ def train(ctx: typer.Context,
           phase: str = typer.Option(..., help="phase name from params.yaml"),
           progress: bool = typer.Option(True, help="show a progress bar")) -> None:
     """Train one progressive-shrinking phase (resumes a killed run)."""
-    params = _load(ctx)
-    params.phase(phase)
+    params = _load(ctx, phase=phase)
     from ofa.launch import in_world, launch_workers, worker_args
 
     if params.train.processes > 1 and not in_world():

@@ -49,7 +49,7 @@ def fit_predictor(ctx: typer.Context) -> None:
 def latency(ctx: typer.Context, device: str = typer.Option(..., help="device from params.yaml"),
             check: bool = typer.Option(True, help="also time random full subnets to check it")) -> None:
     """Build the device's latency lookup table (and check it against end-to-end timings)."""
-    params = load(ctx)
+    params = load(ctx, device=device)
     params.device(device)
     from ofa.latency import build_table, check_table
 
@@ -76,7 +76,7 @@ def latency_layers(ctx: typer.Context,
 def search(ctx: typer.Context, device: str = typer.Option(..., help="device from params.yaml"),
            pareto: bool = typer.Option(True, help="also return the NSGA-II Pareto front")) -> None:
     """Best predicted subnet for each of the device's constraints (regularized evolution)."""
-    params = load(ctx)
+    params = load(ctx, device=device)
     from ofa.specialize import run_search
 
     typer.echo(f"wrote {run_search(params, device, pareto)}")
@@ -86,7 +86,7 @@ def search(ctx: typer.Context, device: str = typer.Option(..., help="device from
 def export(ctx: typer.Context, device: str = typer.Option(..., help="device from params.yaml"),
            checkpoint: Optional[Path] = typer.Option(None, help="supernet (default: last phase)")) -> None:
     """Write the searched subnets as safetensors, TorchScript and ONNX, verified and timed."""
-    params = load(ctx)
+    params = load(ctx, device=device)
     from ofa.specialize import run_export
 
     typer.echo(f"wrote {run_export(params, device, _last_checkpoint(params, checkpoint))}")

@@ -66,3 +66,16 @@ def test_malformed_device_entries(tmp_path, entry, message):
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("args", [["latency", "--device", "phone"], ["search", "--device", "phone"],
+                                  ["export", "--device", "phone"], ["train", "--phase", "nope"]])
+def test_a_misspelled_name_is_refused_before_torch_loads(tmp_path, args):
+    """The name is checked against params before the seconds of torch imports."""
+    _params(tmp_path)
+    code = ("import atexit, sys; atexit.register(lambda: print('torch' in sys.modules)); "
+            f"import ofa.cli; sys.argv = ['ofa-cli', *{args!r}]; ofa.cli.main()")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: unknown"), proc.stderr
+    assert proc.stdout.strip() == "False"

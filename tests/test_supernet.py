@@ -282,3 +282,12 @@ def test_expand_ratio_one_is_refused_or_exported(params):
     x = _x(sub)
     with torch.no_grad():
         torch.testing.assert_close(net.export(sub).eval()(x), net(x, sub))
+
+
+def test_make_divisible_is_torchvisions_rule():
+    from torchvision.models._utils import _make_divisible
+
+    from ofa.nn.ops import make_divisible
+
+    for value in [v / 4 for v in range(1, 2000)]:
+        assert make_divisible(value, 8) == int(_make_divisible(value, 8)), value

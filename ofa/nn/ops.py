@@ -11,7 +11,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models._utils import _make_divisible
 
 from ofa.nn.depthwise import depthwise_conv
 
@@ -19,7 +18,10 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "hswish": nn.Hardswi
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
-    return int(_make_divisible(value, divisor))
+    """Nearest multiple of divisor, never 10% below value: the MobileNet rule torchvision's
+    blocks use (its `_make_divisible`, private API, so restated here; a test compares them)."""
+    out = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * value else out
 
 
 def squeeze_channels(channels: int) -> int:
