@@ -50,7 +50,6 @@ def latency(ctx: typer.Context, device: str = typer.Option(..., help="device fro
             check: bool = typer.Option(True, help="also time random full subnets to check it")) -> None:
     """Build the device's latency lookup table (and check it against end-to-end timings)."""
     params = load(ctx, device=device)
-    params.device(device)
     from ofa.latency import build_table, check_table
 
     path = build_table(params, device)
