@@ -49,11 +49,11 @@ def evaluate(ctx: typer.Context,
              output: Path = typer.Option(Path("reports/evaluate.json"), help="JSON output"),
              progress: bool = typer.Option(True, help="show a progress bar")) -> None:
     """BN-recalibrate and evaluate min/mid/max subnets (and given configs) at every resolution."""
-    params = _load(ctx)
     chosen = tuple(s.strip() for s in splits.split(",") if s.strip())
     bad = sorted(set(chosen) - {"val", "test"})
     if bad or not chosen:
         raise OFAError(f"--splits: unknown split {bad[0] if bad else splits!r} (use val, test)")
+    params = _load(ctx, phase=phase, configs=config)
     if checkpoint is None:
         phase = phase or params.shrinking_order()[-1]
         params.phase(phase)

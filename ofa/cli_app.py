@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import typer
 
@@ -25,12 +25,13 @@ def _root(ctx: typer.Context,
     ctx.obj = Options(params, preset)
 
 
-def load(ctx: typer.Context, device: str | None = None, phase: str | None = None):
+def load(ctx: typer.Context, device: str | None = None, phase: str | None = None,
+         configs: Sequence[str] = ()):
     """The params of this invocation (params file plus preset), with torch threads applied.
 
-    The device or phase named on the command line is checked here, before torch is imported,
-    so a misspelled name is refused in a fraction of a second rather than after seconds of
-    imports."""
+    The device, phase and subnet configs named on the command line are checked here, before
+    torch is imported, so a misspelled one is refused in a fraction of a second rather than
+    after seconds of imports."""
     from ofa.config import load_params
 
     p = load_params(ctx.obj.params, ctx.obj.preset)
@@ -38,6 +39,12 @@ def load(ctx: typer.Context, device: str | None = None, phase: str | None = None
         p.device(device)
     if phase is not None:
         p.phase(phase)
+    if configs:
+        from ofa.space import SearchSpace, SubnetConfig
+
+        space = SearchSpace(p.space)
+        for text in configs:
+            space.validate(SubnetConfig.parse(text))
     from ofa.distributed import set_threads
 
     set_threads(p.train.threads)

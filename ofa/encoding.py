@@ -13,6 +13,7 @@ the features decode back to the canonical config.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -53,8 +54,30 @@ class GeneLayout:
 
     def cardinalities(self) -> np.ndarray:
         """Number of choices of every gene column (for sampling and mutation)."""
-        return np.array([len(self.kernels)] * self.n_slots + [len(self.expands)] * self.n_slots
-                        + [len(self.depths)] * self.n_stages + [len(self.resolutions)])
+        return self.card.copy()
+
+    # Lookup tables built once per layout: the search calls the methods below ~2000 times.
+    @cached_property
+    def card(self) -> np.ndarray:
+        """cardinalities(), shared and read-only."""
+        out = np.array([len(self.kernels)] * self.n_slots + [len(self.expands)] * self.n_slots
+                       + [len(self.depths)] * self.n_stages + [len(self.resolutions)])
+        out.flags.writeable = False
+        return out
+
+    @cached_property
+    def _runs(self) -> np.ndarray:
+        # row i: which of a stage's slots depth choice i runs
+        return np.arange(self.max_depth)[None, :] < np.asarray(self.depths)[:, None]
+
+    @cached_property
+    def _feature_cols(self) -> tuple[np.ndarray, np.ndarray]:
+        """Gene columns that carry features (kernel, expand, resolution) and each one's first
+        feature column."""
+        s, nk, ne = self.n_slots, len(self.kernels), len(self.expands)
+        cols = np.r_[np.arange(2 * s), self.width - 1]
+        base = np.r_[np.arange(s) * nk, s * nk + np.arange(s) * ne, s * (nk + ne)]
+        return cols, base
 
     # -- slices of a gene row ------------------------------------------------------------
     def k(self, genes: np.ndarray) -> np.ndarray:
@@ -71,9 +94,19 @@ class GeneLayout:
 
     def active(self, genes: np.ndarray) -> np.ndarray:
         """Boolean (N, n_slots): which block slots each subnet runs (the first d per stage)."""
-        # row i: which of a stage's slots depth choice i runs; one lookup per stage gene
-        runs = np.arange(self.max_depth)[None, :] < np.asarray(self.depths)[:, None]
-        return runs[self.d(genes)].reshape(len(genes), self.n_slots)
+        return self._runs[self.d(genes)].reshape(len(genes), self.n_slots)
+
+    def feature_index(self, genes: np.ndarray) -> np.ndarray:
+        """(N, 2 * n_slots + 1): the one-hot feature column of each slot's kernel and expand
+        and of the resolution; a skipped slot points at column n_features, a sink past the
+        paper's features, so scattering ones needs no mask."""
+        cols, base = self._feature_cols
+        idx = genes[:, cols] + base
+        off = ~self.active(genes)
+        s = self.n_slots
+        idx[:, :s][off] = self.n_features
+        idx[:, s:2 * s][off] = self.n_features
+        return idx
 
 
 def to_genes(space: SearchSpace, configs: Sequence[SubnetConfig]) -> np.ndarray:
@@ -100,26 +133,24 @@ def from_genes(space: SearchSpace, genes: np.ndarray) -> list[SubnetConfig]:
 def canonical_genes(lay: GeneLayout, genes: np.ndarray) -> np.ndarray:
     """Skipped slots set to index 0, so equal subnets have equal rows (for de-duplication)."""
     out = np.array(genes, copy=True)
-    off = ~lay.active(out)
-    out[:, :lay.n_slots][off] = 0
-    out[:, lay.n_slots:2 * lay.n_slots][off] = 0
+    on = lay.active(out)
+    out[:, :lay.n_slots] *= on
+    out[:, lay.n_slots:2 * lay.n_slots] *= on
+    return out
+
+
+def onehot_padded(lay: GeneLayout, genes: np.ndarray) -> np.ndarray:
+    """encode() plus one all-sink column at the end (see feature_index): float32
+    (N, n_features + 1). The predictor multiplies it by weights with a zero last row."""
+    idx = lay.feature_index(np.asarray(genes))
+    out = np.zeros((len(idx), lay.n_features + 1), np.float32)
+    out[np.arange(len(idx))[:, None], idx] = 1.0
     return out
 
 
 def encode(lay: GeneLayout, genes: np.ndarray) -> np.ndarray:
     """The paper's one-hot features, float32 (N, n_features); skipped slots are all zero."""
-    genes = np.asarray(genes)
-    n, nk, ne = genes.shape[0], len(lay.kernels), len(lay.expands)
-    act = lay.active(genes)
-    rows = np.arange(n)[:, None]
-    slots = np.arange(lay.n_slots)[None, :]
-    kf = np.zeros((n, lay.n_slots, nk), np.float32)
-    kf[rows, slots, lay.k(genes)] = act
-    ef = np.zeros((n, lay.n_slots, ne), np.float32)
-    ef[rows, slots, lay.e(genes)] = act
-    rf = np.zeros((n, len(lay.resolutions)), np.float32)
-    rf[np.arange(n), lay.r(genes)] = 1.0
-    return np.concatenate([kf.reshape(n, -1), ef.reshape(n, -1), rf], axis=1)
+    return np.ascontiguousarray(onehot_padded(lay, genes)[:, :-1])
 
 
 def decode(lay: GeneLayout, features: np.ndarray) -> np.ndarray:

@@ -68,14 +68,22 @@ def test_malformed_device_entries(tmp_path, entry, message):
     assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize("args", [["latency", "--device", "phone"], ["search", "--device", "phone"],
-                                  ["export", "--device", "phone"], ["train", "--phase", "nope"]])
-def test_a_misspelled_name_is_refused_before_torch_loads(tmp_path, args):
-    """The name is checked against params before the seconds of torch imports."""
+@pytest.mark.parametrize("args, start", [
+    (["latency", "--device", "phone"], "error: unknown"),
+    (["search", "--device", "phone"], "error: unknown"),
+    (["export", "--device", "phone"], "error: unknown"),
+    (["train", "--phase", "nope"], "error: unknown"),
+    (["evaluate", "--phase", "nope"], "error: unknown"),
+    (["evaluate", "--config", "r30-d4444-k" + "7" * 16 + "-e" + "6" * 16],
+     "error: resolution 30 is outside the space"),
+])
+def test_a_misspelled_name_is_refused_before_torch_loads(tmp_path, args, start):
+    """The name (or subnet config) is checked against params before the seconds of torch
+    imports."""
     _params(tmp_path)
     code = ("import atexit, sys; atexit.register(lambda: print('torch' in sys.modules)); "
             f"import ofa.cli; sys.argv = ['ofa-cli', *{args!r}]; ofa.cli.main()")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: unknown"), proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith(start), proc.stderr
     assert proc.stdout.strip() == "False"

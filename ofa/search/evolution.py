@@ -74,26 +74,28 @@ def smallest_genes(layout: GeneLayout) -> np.ndarray:
 
 def random_genes(layout: GeneLayout, n: int, rng: np.random.Generator) -> np.ndarray:
     """n uniformly random gene rows."""
-    return (rng.random((n, layout.width)) * layout.cardinalities()).astype(np.int64)
+    return (rng.random((n, layout.width)) * layout.card).astype(np.int64)
 
 
 def mutate(layout: GeneLayout, parents: np.ndarray, prob: float, rng: np.random.Generator,
-           resolution_prob: float = RESOLUTION_MUTATION_PROB) -> np.ndarray:
+           resolution_prob: float = RESOLUTION_MUTATION_PROB,
+           u: np.ndarray | None = None) -> np.ndarray:
     """Resample each gene with probability `prob` (the resolution with `resolution_prob`).
 
     One uniform draw u per gene does both: u < p flips it, and u / p, uniform on [0, 1) given
-    a flip, picks the new choice.
+    a flip, picks the new choice. `u` may be drawn by the caller (one draw for a batch).
     """
     p = np.full(layout.width, prob)
     p[-1] = resolution_prob
-    u = rng.random(parents.shape)
-    new = (u / np.maximum(p, 1e-12) * layout.cardinalities()).astype(np.int64)
+    u = rng.random(parents.shape) if u is None else u
+    new = (u * (layout.card / np.maximum(p, 1e-12))).astype(np.int64)
     return np.where(u < p, new, parents)
 
 
-def crossover(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def crossover(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
+              u: np.ndarray | None = None) -> np.ndarray:
     """Each gene from either parent with equal probability."""
-    return np.where(rng.random(a.shape) < 0.5, a, b)
+    return np.where((rng.random(a.shape) if u is None else u) < 0.5, a, b)
 
 
 def check_reachable(layout: GeneLayout, constraints: Sequence[Constraint],
@@ -152,33 +154,39 @@ def make_children(layout: GeneLayout, parents: np.ndarray, n_mut: int, n_cross: 
     The authors' per-child rejection loop, batched: each try draws the missing children of
     both kinds at once, oversampled by the expected acceptance rate `accept`, and checks them
     in one call per constraint; at most max_tries tries. Returns (raw genes, canonical genes,
-    the acceptance rate seen, to pass on to the next generation).
+    the acceptance rate seen, to pass on to the next generation): mutants first.
     """
-    need = {"mutation": n_mut, "crossover": n_cross}
-    got: list[tuple[str, np.ndarray, np.ndarray]] = []
+    need_m, need_c = n_mut, n_cross
+    mutants: list[tuple[np.ndarray, np.ndarray]] = []   # (raw, canonical) accepted per try
+    crossed: list[tuple[np.ndarray, np.ndarray]] = []
     drawn = kept = 0
     for _ in range(cfg.max_tries):
         over = 1.0 if not constraints else min(64.0, 1.6 / max(accept, 1e-3))
-        km, kc = (int(np.ceil(over * need[k])) + (need[k] > 0) * 2 * bool(constraints)
-                  for k in ("mutation", "crossover"))
-        pick = rng.integers(0, len(parents), (km + 2 * kc,))
+        pad = 2 if constraints else 0
+        km = int(np.ceil(over * need_m)) + pad * (need_m > 0)
+        kc = int(np.ceil(over * need_c)) + pad * (need_c > 0)
+        pick = rng.integers(0, len(parents), km + 2 * kc)
+        u = rng.random((km + kc, layout.width))   # one draw for both kinds
+        first = parents[pick[:km + kc]]           # the mutated parent, or crossover parent a
         cand = np.concatenate([
-            mutate(layout, parents[pick[:km]], cfg.mutation_prob, rng),
-            crossover(parents[pick[km:km + kc]], parents[pick[km + kc:]], rng)])
+            mutate(layout, first[:km], cfg.mutation_prob, rng, u=u[:km]),
+            crossover(first[km:], parents[pick[km + kc:]], rng, u=u[km:])])
         canon = canonical_genes(layout, cand)
         ok = feasible(canon, constraints)
-        drawn, kept = drawn + len(ok), kept + int(ok.sum())
+        got = int(ok.sum())
+        drawn, kept = drawn + len(ok), kept + got
         accept = max(kept, 1) / drawn
-        for kind, part in (("mutation", slice(0, km)), ("crossover", slice(km, km + kc))):
-            idx = np.flatnonzero(ok[part])[:need[kind]] + part.start
-            got.append((kind, cand[idx], canon[idx]))
-            need[kind] -= len(idx)
-        if not need["mutation"] and not need["crossover"]:
-            got.sort(key=lambda t: t[0] == "crossover")  # stable: mutants first, then crossovers
-            return (np.concatenate([g[1] for g in got]), np.concatenate([g[2] for g in got]),
+        im = np.flatnonzero(ok[:km])[:need_m]
+        ic = np.flatnonzero(ok[km:])[:need_c] + km
+        need_m, need_c = need_m - len(im), need_c - len(ic)
+        mutants.append((cand[im], canon[im]))
+        crossed.append((cand[ic], canon[ic]))
+        if not need_m and not need_c:
+            parts = mutants + crossed
+            return (np.concatenate([r for r, _ in parts]), np.concatenate([c for _, c in parts]),
                     accept)
     names = ", ".join(f"{c.name} <= {c.limit:g}" for c in constraints)
-    missing = ", ".join(f"{v} {k}" for k, v in need.items() if v)
+    missing = ", ".join(f"{v} {k}" for k, v in (("mutation", need_m), ("crossover", need_c)) if v)
     raise OFAError(f"search: still missing {missing} children after {cfg.max_tries} tries "
                    f"(search.max_tries): almost no subnet near the parents meets {names}; "
                    f"relax the constraint or raise search.max_tries")
@@ -217,20 +225,21 @@ class ValueCache:
 
     def __call__(self, genes: np.ndarray, keys: list[bytes]) -> np.ndarray:
         """Values (N, width) of canonical genes; the unknown ones in one call of fn."""
-        new, fresh = [], set()
-        for i, k in enumerate(keys):   # each unknown subnet once, even if repeated in keys
-            if k not in self.index and k not in fresh:
-                fresh.add(k)
-                new.append(i)
-        if new:
-            n, need = len(self.index), len(self.index) + len(new)
+        index = self.index
+        fresh: dict[bytes, int] = {}   # each unknown subnet once, even if repeated in keys
+        for i, k in enumerate(keys):
+            if k not in index and k not in fresh:
+                fresh[k] = i
+        if fresh:
+            n = len(index)
+            need = n + len(fresh)
             if need > len(self.buf):
                 grown = np.empty((max(need, 2 * len(self.buf)), self.buf.shape[1]))
                 grown[:n] = self.buf[:n]
                 self.buf = grown
-            self.buf[n:need] = self.fn(genes[new])
-            self.index.update((keys[i], n + j) for j, i in enumerate(new))
-        return self.buf[np.fromiter((self.index[k] for k in keys), np.int64, len(keys))]
+            self.buf[n:need] = self.fn(genes[list(fresh.values())])
+            index.update(zip(fresh, range(n, need)))
+        return self.buf[list(map(index.__getitem__, keys))]
 
 
 def score_columns(score: Batch) -> Callable[[np.ndarray], np.ndarray]:
