@@ -47,7 +47,8 @@ def evaluate_task(params_path: str, phase: str | None = None, preset: str | None
     params = load_params(params_path, preset)
     phase = phase or params.shrinking_order()[-1]
     ckpt = Path(params.train.checkpoint_dir) / f"{phase}.pt"
-    rows = run_evaluate(params, ckpt, [], ("val", "test"), Path(output), show_progress=False)
+    rows = run_evaluate(params, ckpt, [], ("val", "test"), Path(output), show_progress=False,
+                        phase=phase)
     return {"output": output, **{f"{r['name']}_r{r['resolution']}_test_acc": r["test_acc"]
                                  for r in rows}}
 

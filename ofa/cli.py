@@ -63,7 +63,7 @@ def evaluate(ctx: typer.Context,
 
     from ofa.evaluate import run_evaluate
 
-    rows = run_evaluate(params, checkpoint, config, chosen, output, progress)
+    rows = run_evaluate(params, checkpoint, config, chosen, output, progress, phase)
     table = Table(title=f"{checkpoint} (BN recalibrated on {params.train.bn_calib_images} images)")
     for col in ("subnet", "res", "MMACs", "params", *(f"{s} top-1" for s in chosen)):
         table.add_column(col)

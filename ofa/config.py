@@ -122,16 +122,16 @@ class Params:
         _require("teacher" in self.phases, "phases.teacher",
                  "the full-network phase 'teacher' is required (it is the distillation teacher)")
 
+    def chain(self, name: str) -> list[str]:
+        """The phases a phase's checkpoint went through, in order: teacher -> ... -> name."""
+        out = [name]
+        while (prev := self.phase(out[-1]).init_from) is not None and prev not in out:
+            out.append(prev)
+        return out[::-1]
+
     def shrinking_order(self) -> list[str]:
         """The longest init_from chain: teacher -> kernel -> ... (ablations branch off it)."""
-
-        def chain(name: str) -> list[str]:
-            out = [name]
-            while (prev := self.phases[out[-1]].init_from) is not None and prev not in out:
-                out.append(prev)
-            return out[::-1]
-
-        return max((chain(n) for n in self.phases), key=len)
+        return max((self.chain(n) for n in self.phases), key=len)
 
     def device(self, name: str) -> DeviceConfig:
         if name not in self.devices:

@@ -154,8 +154,10 @@ def evaluate_checkpoint(params: Params, path: Path, extra: list[str],
 
 
 def run_evaluate(params: Params, checkpoint: Path, extra: list[str], splits: tuple[str, ...],
-                 output: Path, show_progress: bool = True) -> list[dict]:
-    """Evaluate (as evaluate_checkpoint) and write `output` (JSON) and its .md summary."""
+                 output: Path, show_progress: bool = True, phase: str | None = None) -> list[dict]:
+    """Evaluate (as evaluate_checkpoint) and write `output` (JSON) and its .md summary, whose
+    training table lists the phases that led to `phase` (default: the last shrinking phase),
+    not an ablation that branched off."""
     import json
 
     from ofa.checkpoint import atomic_write_text
@@ -163,10 +165,19 @@ def run_evaluate(params: Params, checkpoint: Path, extra: list[str], splits: tup
     rows = evaluate_checkpoint(params, checkpoint, extra, splits, show_progress)
     output = Path(output)
     atomic_write_text(output, json.dumps({"checkpoint": str(checkpoint), "rows": rows}, indent=2))
-    reports = [json.loads(p.read_text()) for name in params.phases
-               if (p := Path(params.train.report_dir) / f"{name}.json").is_file()]
+    reports = training_reports(params, phase)
     atomic_write_text(output.with_suffix(".md"), markdown_summary(checkpoint, rows, splits, reports))
     return rows
+
+
+def training_reports(params: Params, phase: str | None = None) -> list[dict]:
+    """The training reports (where written) of the phases that led to `phase` (default: the
+    last shrinking phase), in order; an ablation that branched off is not among them."""
+    import json
+
+    names = params.chain(phase) if phase else params.shrinking_order()
+    return [json.loads(p.read_text()) for name in names
+            if (p := Path(params.train.report_dir) / f"{name}.json").is_file()]
 
 
 def markdown_summary(checkpoint: Path, rows: list[dict], splits: tuple[str, ...],

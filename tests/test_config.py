@@ -50,6 +50,25 @@ def test_defaults_load(raw):
     assert load_params(ROOT / "params.yaml") == p
 
 
+def test_phase_chains_and_the_ablation_branch(raw, tmp_path):
+    """The naive ablation branches off the teacher: it is not in the shrinking chain, and an
+    evaluation summary of either branch lists only that branch's training reports."""
+    import json
+
+    from ofa.evaluate import training_reports
+
+    raw["train"]["report_dir"] = str(tmp_path)
+    p = params_from_dict(raw)
+    assert p.chain("naive") == ["teacher", "naive"]
+    assert p.chain("expand2") == p.shrinking_order() and "naive" not in p.shrinking_order()
+    for name in ("teacher", "kernel", "naive"):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"phase": name}))
+    assert [r["phase"] for r in training_reports(p)] == ["teacher", "kernel"]
+    assert [r["phase"] for r in training_reports(p, "naive")] == ["teacher", "naive"]
+    with pytest.raises(OFAError, match="unknown phase 'nope'"):
+        p.chain("nope")
+
+
 @pytest.mark.parametrize("path", ["space.stages", "train.batch_size", "phases.kernel.lr", "data",
                                   "space.stages[1].se", "space.stem.act", "data.augment",
                                   "predictor.n_subnets", "latency.repeats", "search.max_tries",
