@@ -56,7 +56,6 @@ def evaluate(ctx: typer.Context,
     params = _load(ctx, phase=phase, configs=config)
     if checkpoint is None:
         phase = phase or params.shrinking_order()[-1]
-        params.phase(phase)
         checkpoint = Path(params.train.checkpoint_dir) / f"{phase}.pt"
     from rich.console import Console
     from rich.table import Table

@@ -173,8 +173,7 @@ def make_children(layout: GeneLayout, parents: np.ndarray, n_mut: int, n_cross: 
             crossover(first[km:], parents[pick[km + kc:]], rng, u=u[km:])])
         canon = canonical_genes(layout, cand)
         ok = feasible(canon, constraints)
-        got = int(ok.sum())
-        drawn, kept = drawn + len(ok), kept + got
+        drawn, kept = drawn + len(ok), kept + int(ok.sum())
         accept = max(kept, 1) / drawn
         im = np.flatnonzero(ok[:km])[:need_m]
         ic = np.flatnonzero(ok[km:])[:need_c] + km
