@@ -75,6 +75,7 @@ class DeviceConfig:
 class LatencyConfig:
     warmup: int = 3
     repeats: int = 31             # timings per layer; the table keeps median and spread
+    min_seconds: float = optional(0.0)  # more rounds while the timed ones took less (fast devices)
     check_subnets: int = 50       # random full subnets timed end to end to check the table
     seed: int = 0
     calibration_subnets: int = optional(16)  # subnets timed end to end to fit scale and overhead
@@ -84,6 +85,7 @@ class LatencyConfig:
     def __post_init__(self) -> None:
         require(self.warmup >= 0, "latency.warmup", "must be >= 0")
         require(self.repeats >= 3, "latency.repeats", "must be at least 3")
+        require(self.min_seconds >= 0, "latency.min_seconds", "must be >= 0")
         require(self.check_subnets >= 2, "latency.check_subnets", "must be at least 2")
         require(self.calibration_subnets >= 3, "latency.calibration_subnets",
                 "must be at least 3 (the smallest, the largest and a random subnet)")

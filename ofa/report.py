@@ -25,6 +25,7 @@ class DeviceReport:
     rows: list[dict]
     baselines: list[dict]
     sampled: list[dict]
+    drift: float | None = None   # machine speed at export vs at table build (time ratio)
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -57,7 +58,9 @@ def load_device_report(export_json: Path, evaluate_json: Path,
     from ofa.contracts import ParetoRows, validate_records
 
     validate_records(rows, ParetoRows, f"export record {export_json}")
-    return DeviceReport(device, rows, baselines, sampled or [])
+    drift = record.get("drift")
+    return DeviceReport(device, rows, baselines, sampled or [],
+                        float(drift) if isinstance(drift, (int, float)) else None)
 
 
 def plot_name(device: str) -> str:
@@ -91,8 +94,23 @@ def _markdown(reports: list[DeviceReport]) -> str:
                 f"{r['measured_latency_ms']:.3f} | {r['macs'] / 1e6:.2f} | {r['params']} | {base_txt} |")
         lines += ["", f"Specialization beats the best no-slower uniform baseline in {wins} of "
                   f"{total} comparable constraints (ties within 0.05 points: {ties}).", "",
+                  *_latency_note(rep),
                   f"![{rep.device}: accuracy vs latency]({plot_name(rep.device)})", ""]
     return "\n".join(lines)
+
+
+def _latency_note(rep: DeviceReport) -> list[str]:
+    """Which chosen subnets measured over their latency limit, and whether the machine's speed
+    at export time (drift) accounts for it."""
+    limited = [r for r in rep.rows if r.get("name") == "latency_ms"]
+    over = [r for r in limited if r["measured_latency_ms"] > r["limit"]]
+    text = f"{len(over)} of {len(limited)} chosen subnets measured over their latency limit."
+    if rep.drift is not None:
+        still = [r for r in over if r["measured_latency_ms"] / rep.drift > r["limit"]]
+        text += (f" The table's calibration subnets, re-timed right after, took {rep.drift:.2f}x "
+                 f"as long as when the table was built (the shared machine's speed); at the "
+                 f"table's speed, {len(still)} would be over.")
+    return [text, ""] if limited else []
 
 
 def _agreement_md(taus: dict[str, float]) -> str:

@@ -7,6 +7,7 @@ is one function of params and paths that the CLI, the DVC stages and the Prefect
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ofa.config import Params
@@ -144,7 +145,7 @@ def run_export(params: Params, device: str, checkpoint: Path) -> Path:
     from ofa.data import load_dataset
     from ofa.evaluate import EvalSettings
     from ofa.export import build_static, constraint_dirname, export_choice
-    from ofa.latency import end_to_end_ms
+    from ofa.latency import end_to_end_ms, speed_drift
     from ofa.train import load_supernet
 
     dev = params.device(device)
@@ -175,12 +176,14 @@ def run_export(params: Params, device: str, checkpoint: Path) -> Path:
         baselines = [{"name": name, "config": str(cfg), "resolution": cfg.r,
                       "measured_latency_ms": measure(build_static(space, cfg), cfg.r)}
                      for name, cfg in baseline_configs(space)]
+        drift = speed_drift(params, device)   # right after the timings it qualifies
         from ofa.contracts import ParetoRows, validate_records
 
         validate_records(chosen, ParetoRows, f"export of {device}")
         atomic_write_text(staged / "export.json", json.dumps(
             {"device": device, "checkpoint": str(checkpoint), "chosen": chosen,
-             "baselines": baselines}, indent=2))
+             "baselines": baselines, "drift": drift if math.isfinite(drift) else None},
+            indent=2))
         publish_dir(staged, folder)
     finally:
         shutil.rmtree(staged, ignore_errors=True)

@@ -19,8 +19,9 @@ from ofa.latency import (LatencyModel, build_table, check_table, device_rank_agr
 from ofa.latency.check import check_configs, kendall_tau
 from ofa.latency.layers import (enumerate_layers, input_shape, layer_cost, layer_modules,
                                 subnet_layers, torch_seed)
-from ofa.latency.measure import time_interleaved
-from ofa.latency.table import calibration_configs, fit_calibration
+from ofa.latency.measure import MAX_REPEAT_FACTOR, time_interleaved, time_runner
+from ofa.latency.calibrate import fit_calibration, input_values
+from ofa.latency.table import calibration_configs
 from ofa.nn.ops import conv_macs
 from ofa.nn.static import count_macs, count_params
 from ofa.nn.supernet import OFAMobileNetV3
@@ -117,8 +118,10 @@ def test_prediction_is_the_sum_of_the_subnets_entries(tiny, seed):
     assert model.layer_sum_genes(genes)[0] == pytest.approx(expected)
     assert model.predict([cfg])[0] == pytest.approx(expected + meta["overhead_ms"])
     raw = dict(zip(df["key"], df["raw_median_ms"]))
-    assert entry[df["key"][0]] == pytest.approx(
-        meta["scale"] * max(raw[df["key"][0]] - meta["call_ms"], 0.05 * raw[df["key"][0]]))
+    spec = next(s for s in enumerate_layers(space) if s.key == df["key"][0])
+    assert entry[spec.key] == pytest.approx(max(
+        meta["scale"] * raw[spec.key] + meta["input_ms_per_m"] * input_values(spec),
+        0.05 * meta["scale"] * raw[spec.key]))
     assert model.predict_genes(genes)[0] == pytest.approx(expected + meta["overhead_ms"])
 
 
@@ -153,12 +156,20 @@ def test_prediction_is_fast_enough_for_search(space):
 
 
 def test_calibration_fit_is_robust():
+    rng = np.random.default_rng(0)
     sums = np.linspace(1.0, 3.0, 16)
-    measured = 1.3 * sums - 0.2
+    inputs = rng.uniform(0.5, 2.0, 16)
+    measured = 1.3 * sums - 0.05 * inputs + 0.2
     measured[4] *= 3                                    # one disturbed timing
-    scale, overhead = fit_calibration(sums, measured)
-    assert scale == pytest.approx(1.3) and overhead == pytest.approx(-0.2)
-    assert fit_calibration(np.ones(4), np.full(4, 1.5)) == (1.0, 0.5)   # no spread: offset only
+    scale, per_input, overhead = fit_calibration(sums, measured, inputs)
+    assert (scale, per_input, overhead) == pytest.approx((1.3, -0.05, 0.2), abs=1e-6)
+    # too few subnets for three terms: the two-term Theil-Sen line, no input term
+    scale, per_input, overhead = fit_calibration(sums[:6], measured[:6] + 0.05 * inputs[:6],
+                                                 inputs[:6])
+    assert (scale, per_input, overhead) == pytest.approx((1.3, 0.0, 0.2))
+    assert fit_calibration(np.ones(4), np.full(4, 1.5)) == (1.0, 0.0, 0.5)   # no spread
+    # an input term that cannot be told from the sums: the two-term line
+    assert fit_calibration(sums, 1.3 * sums + 0.2, 2 * sums)[1] == 0.0
 
 
 def test_check_writes_a_report(tiny):
@@ -270,3 +281,18 @@ def test_devices_rank_subnets(tiny):
     assert with_macs["t1~ort"] == taus["t1~ort"]
     a = np.arange(10.0)
     assert kendall_tau(a, a) == pytest.approx(1.0) and kendall_tau(a, -a) == pytest.approx(-1.0)
+
+
+def test_fast_modules_get_more_rounds_up_to_a_bound():
+    def rounds(sleep_s: float) -> int:
+        out = time_interleaved([lambda: time.sleep(sleep_s)] * 2, warmup=1, repeats=3, seed=0,
+                               min_seconds=0.05)
+        return out.shape[1]
+
+    cap = MAX_REPEAT_FACTOR * 3
+    assert rounds(0.0) == cap                  # instant modules: up to the bound
+    assert 3 < rounds(0.0005) < cap            # ~4.5 ms a round (4 calls each): ~11 rounds
+    assert rounds(0.01) == 3                   # slow modules keep `repeats`
+    assert time_interleaved([lambda: None], warmup=0, repeats=3).shape == (1, 3)
+    assert len(time_runner(lambda: None, warmup=1, repeats=3, min_seconds=0.05)) == cap
+    assert len(time_runner(lambda: time.sleep(0.03), warmup=1, repeats=3, min_seconds=0.05)) == 3

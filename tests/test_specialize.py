@@ -109,6 +109,7 @@ def test_export_and_report(world):
         out = run_export(params, d, ckpt)
         record = json.loads(out.read_text())
         assert len(record["chosen"]) == 3 and len(record["baselines"]) == len(baseline_configs(space))
+        assert record["drift"] > 0   # the machine's speed now vs at the table's build
         for row in record["chosen"]:
             assert row["measured_latency_ms"] > 0 and 0 <= row["test_acc"] <= 1
             folder = tmp / "models" / d / row["folder"].split("/")[-1]
@@ -119,6 +120,7 @@ def test_export_and_report(world):
         assert f"## {d}" in md and f"](pareto_{d}.png)" in md
         assert (tmp / "reports" / f"pareto_{d}.png").read_bytes()[:4] == b"\x89PNG"
     assert "beats the best no-slower uniform baseline" in md
+    assert md.count("measured over their latency limit") == len(DEVICES)
     assert "| t1 vs o1 |" in md and "| o1 vs MACs |" in md
     summary = json.loads((tmp / "reports" / "pareto.json").read_text())
     assert set(summary) == set(DEVICES)
@@ -168,3 +170,16 @@ def test_bad_inputs_are_refused(world, tmp_path):
         run_search(other, "t1")
     assert np.isfinite(LatencyModel.load(table_path(params, "t1"), space).predict(
         [space.max_config()])).all()
+
+
+def test_latency_note_tells_drift_from_mispricing():
+    from ofa.report import DeviceReport, _latency_note
+
+    rows = [{"name": "latency_ms", "limit": 2.0, "measured_latency_ms": m} for m in (1.9, 2.1, 2.5)]
+    rows.append({"name": "flops_m", "limit": 10.0, "measured_latency_ms": 9.0})
+    note = _latency_note(DeviceReport("d", rows, [], [], drift=1.1))[0]
+    assert note.startswith("2 of 3 chosen subnets") and "1.10x" in note
+    assert note.endswith("at the table's speed, 1 would be over.")   # 2.1 / 1.1 < 2.0 < 2.5 / 1.1
+    assert _latency_note(DeviceReport("d", rows, [], [])) == [
+        "2 of 3 chosen subnets measured over their latency limit.", ""]
+    assert _latency_note(DeviceReport("d", rows[3:], [], [], drift=1.0)) == []

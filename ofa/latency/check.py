@@ -155,6 +155,31 @@ def check_table(params: Params, device: str) -> dict:
     return result
 
 
+def speed_drift(params: Params, device: str) -> float:
+    """How long the table's calibration subnets take now against when the table was built
+    (median ratio, timed as at build time; NaN for a table measured elsewhere). Measured
+    latencies of other steps come with it, so a subnet over its limit because the shared
+    machine runs slower is told apart from one the table mispriced."""
+    from ofa.latency.measure import make_runners, time_interleaved, torch_threads
+    from ofa.nn.supernet import OFAMobileNetV3
+    from ofa.seeding import torch_seed
+
+    dev, space, lat = params.device(device), SearchSpace(params.space), params.latency
+    model = LatencyModel.load(table_path(params, device), space)
+    cal = calibration_configs(space, lat.seed, lat.calibration_subnets)
+    then = np.array([row["measured_ms"] for row in model.meta.get("calibration", [])])
+    if dev.table is not None or len(then) != len(cal):
+        return float("nan")
+    with torch_seed(lat.seed):
+        net = OFAMobileNetV3(space).eval()
+    items = [(net.export(c).eval(), (dev.batch_size, space.cfg.in_channels, c.r, c.r))
+             for c in cal]
+    with torch_threads(dev.threads):
+        ms = time_interleaved(make_runners(items, dev), lat.warmup, lat.repeats,
+                              seed=lat.seed + 100, min_seconds=lat.min_seconds)
+    return float(np.median(np.median(ms, axis=1) / then))
+
+
 def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
     """Kendall's tau-b of two score vectors (O(n^2); n is a few hundred)."""
     a, b = np.asarray(a, float), np.asarray(b, float)

@@ -3,10 +3,11 @@
 A table is a parquet file, one row per layer key, with metadata: the format version, the
 search space's fingerprint, the device entry and a per-network `overhead_ms` (see
 docs/latency_table.md). A subnet's latency is the sum of its layers' entries plus the overhead.
-Entries are the layers' medians timed alone, less one empty call, times a scale; scale and
-overhead absorb what layers timed alone cannot see (per-call costs, caches shared along a
-network) and are fitted on calibration subnets timed end to end in the same interleaved rounds
-as the layers, never on the subnets that check the table. A device that cannot run this code (a phone)
+Entries are the layers' medians timed alone times a scale, plus a term in the layer's input
+size; scale, that term and the overhead absorb what layers timed alone cannot see (per-call
+costs, layout conversions, caches shared along a network) and are fitted on calibration
+subnets timed end to end in the same interleaved rounds as the layers, never on the subnets
+that check the table. A device that cannot run this code (a phone)
 registers a table measured there with `table:`; it is validated and copied here.
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from ofa.config import Params, to_dict
 from ofa.errors import OFAError
+from ofa.latency.calibrate import fit_calibration, input_values
 from ofa.latency.layers import (LAYER_FIELDS, enumerate_layers, input_shape, layer_cost,
                                 layer_modules, subnet_layers)
 from ofa.seeding import torch_seed
@@ -131,52 +133,45 @@ def build_table(params: Params, device: str, show_progress: bool = True) -> Path
         task = bar.add_task(f"latency {device}", total=len(items) + lat.warmup + lat.repeats,
                             info="")
         # layers and calibration subnets shuffled together: both see the same machine state
-        ms = time_modules(items, dev, lat, seed=lat.seed,
-                          progress=lambda what: bar.update(task, advance=1, info=what))
-    # A layer timed alone pays one call's fixed cost (the backend's dispatch, for ONNX Runtime
-    # ~15 us) that inside a network it does not: take the empty call's median off each layer
-    # (measured: ONNX Runtime subnets mis-priced by 20-40% without it), keeping at least 5% of
-    # the raw median so that noise cannot make an entry non-positive.
+        def advance(what: str) -> None:
+            if what.startswith("round "):   # "round i/n": n grows when fast layers get more
+                done, planned = (int(v) for v in what.split()[1].split("/"))
+                bar.update(task, total=len(items) + planned, completed=len(items) + done,
+                           info=what)
+            else:
+                bar.update(task, advance=1, info=what)
+
+        ms = time_modules(items, dev, lat, seed=lat.seed, progress=advance)
+    # The empty call's median is kept for the record; the fit below prices per-call costs.
     call_ms = float(np.median(ms[0]))
     rows = []
     for spec, t in zip(specs, ms[1:]):
         macs, n_params = layer_cost(space, spec)
         stats = summarize(t)
-        raw = stats["median_ms"]
         rows.append(spec.to_row() | {"macs": macs, "params": n_params} | stats
-                    | {"raw_median_ms": raw, "median_ms": max(raw - call_ms, 0.05 * raw)})
+                    | {"raw_median_ms": stats["median_ms"]})
     df = pd.DataFrame(rows)
-    alone = dict(zip(df["key"], df["median_ms"]))
-    sums = np.array([sum(alone[s.key] for s in subnet_layers(space, c)) for c in cal])
+    raw = dict(zip(df["key"], df["raw_median_ms"]))
+    layers = [subnet_layers(space, c) for c in cal]
+    sums = np.array([sum(raw[s.key] for s in ls) for ls in layers])
+    acts = np.array([sum(input_values(s) for s in ls) for ls in layers])
     measured = np.median(ms[1 + len(specs):], axis=1)
-    scale, overhead = fit_calibration(sums, measured)
-    df["median_ms"] = scale * df["median_ms"]
+    scale, act_ms, overhead = fit_calibration(sums, measured, acts)
+    # entries stay positive whatever the fit: at least 5% of the scaled raw median
+    raw_ms = df["raw_median_ms"].to_numpy()
+    inputs = np.array([input_values(s) for s in specs])
+    df["median_ms"] = np.maximum(scale * raw_ms + act_ms * inputs, 0.05 * scale * raw_ms)
     meta = {"format": TABLE_FORMAT, "space": space.fingerprint(), "device": device,
             "device_entry": to_dict(dev), "overhead_ms": overhead, "scale": scale,
-            "call_ms": call_ms, "channels_last": channels_last(dev), "warmup": lat.warmup,
-            "repeats": lat.repeats, "versions": _versions(dev.backend),
-            "calibration": [{"config": str(c), "sum_ms": float(scale * s), "measured_ms": float(m)}
-                            for c, s, m in zip(cal, sums, measured)]}
+            "input_ms_per_m": act_ms, "call_ms": call_ms, "channels_last": channels_last(dev),
+            "warmup": lat.warmup, "repeats": lat.repeats, "rounds": int(ms.shape[1]),
+            "versions": _versions(dev.backend),
+            "calibration": [{"config": str(c), "sum_ms": float(scale * s + act_ms * a),
+                             "measured_ms": float(m)}
+                            for c, s, a, m in zip(cal, sums, acts, measured)]}
     out = table_path(params, device)
     _write(df, meta, out)
     return out
-
-
-def fit_calibration(sums: np.ndarray, measured: np.ndarray) -> tuple[float, float]:
-    """(scale, overhead_ms) with measured ~ scale * sum + overhead over the calibration subnets.
-
-    Theil-Sen (medians of pairwise slopes, then of residuals): robust to an odd disturbed
-    timing. The scale is a layer's cost inside a network relative to alone: a whole network's
-    weights and activations do not stay in the 1 MiB L2 the way a warm single layer's do,
-    and other load on the machine widens that gap (measured here 1.0-1.5). Clamped to
-    [0.5, 2]; a plain offset when the sums do not spread."""
-    sums, measured = np.asarray(sums, float), np.asarray(measured, float)
-    i, j = np.triu_indices(len(sums), 1)
-    dx = sums[j] - sums[i]
-    ok = np.abs(dx) > 1e-3 * max(float(np.abs(sums).max(initial=0.0)), 1e-9)
-    scale = float(np.clip(np.median((measured[j] - measured[i])[ok] / dx[ok]), 0.5, 2.0)) \
-        if ok.sum() >= 3 else 1.0
-    return scale, float(np.median(measured - scale * sums))
 
 
 def _versions(backend: str) -> dict:
