@@ -95,8 +95,6 @@ def check_table(params: Params, device: str) -> dict:
     cannot be checked here (NaN metrics, `external: true`)."""
     from ofa.checkpoint import atomic_write_text
     from ofa.latency.measure import make_runners, time_interleaved, torch_threads
-    from ofa.nn.supernet import OFAMobileNetV3
-    from ofa.seeding import torch_seed
 
     dev = params.device(device)
     space, lat = SearchSpace(params.space), params.latency
@@ -111,12 +109,8 @@ def check_table(params: Params, device: str) -> dict:
         atomic_write_text(js, json.dumps(_json_safe(result), indent=2))
         return result
     cfgs = check_configs(space, lat.seed, lat.check_subnets, lat.calibration_subnets)
-    cal = calibration_configs(space, lat.seed, lat.calibration_subnets)
-    cal_then = np.array([row["measured_ms"] for row in model.meta.get("calibration", [])])
-    with torch_seed(lat.seed + 1):
-        net = OFAMobileNetV3(space).eval()
-    items = [(net.export(c).eval(), (dev.batch_size, space.cfg.in_channels, c.r, c.r))
-             for c in cfgs + (cal if len(cal_then) == len(cal) else [])]
+    cal, cal_then = _calibration_record(params, model)
+    items = _subnet_items(params, device, cfgs + cal, seed=lat.seed + 1)
     best = None
     with torch_threads(dev.threads):
         runners = make_runners(items, dev)
@@ -155,28 +149,44 @@ def check_table(params: Params, device: str) -> dict:
     return result
 
 
+def _calibration_record(params: Params, model: LatencyModel) -> tuple[list[SubnetConfig],
+                                                                     np.ndarray]:
+    """The table's calibration subnets and their timings at build time; no subnets when the
+    table does not record them all (measured elsewhere, or built with another count)."""
+    lat = params.latency
+    cal = calibration_configs(SearchSpace(params.space), lat.seed, lat.calibration_subnets)
+    then = np.array([row["measured_ms"] for row in model.meta.get("calibration", [])])
+    return (cal, then) if len(then) == len(cal) else ([], then)
+
+
+def _subnet_items(params: Params, device: str, cfgs: list[SubnetConfig], seed: int) -> list:
+    """(exported subnet, input shape) pairs to time on the device (random-init weights)."""
+    from ofa.nn.supernet import OFAMobileNetV3
+    from ofa.seeding import torch_seed
+
+    dev, space = params.device(device), SearchSpace(params.space)
+    with torch_seed(seed):
+        net = OFAMobileNetV3(space).eval()
+    return [(net.export(c).eval(), (dev.batch_size, space.cfg.in_channels, c.r, c.r))
+            for c in cfgs]
+
+
 def speed_drift(params: Params, device: str) -> float:
     """How long the table's calibration subnets take now against when the table was built
     (median ratio, timed as at build time; NaN for a table measured elsewhere). Measured
     latencies of other steps come with it, so a subnet over its limit because the shared
     machine runs slower is told apart from one the table mispriced."""
     from ofa.latency.measure import make_runners, time_interleaved, torch_threads
-    from ofa.nn.supernet import OFAMobileNetV3
-    from ofa.seeding import torch_seed
 
-    dev, space, lat = params.device(device), SearchSpace(params.space), params.latency
-    model = LatencyModel.load(table_path(params, device), space)
-    cal = calibration_configs(space, lat.seed, lat.calibration_subnets)
-    then = np.array([row["measured_ms"] for row in model.meta.get("calibration", [])])
-    if dev.table is not None or len(then) != len(cal):
+    dev, lat = params.device(device), params.latency
+    model = LatencyModel.load(table_path(params, device), SearchSpace(params.space))
+    cal, then = _calibration_record(params, model)
+    if dev.table is not None or not cal:
         return float("nan")
-    with torch_seed(lat.seed):
-        net = OFAMobileNetV3(space).eval()
-    items = [(net.export(c).eval(), (dev.batch_size, space.cfg.in_channels, c.r, c.r))
-             for c in cal]
     with torch_threads(dev.threads):
-        ms = time_interleaved(make_runners(items, dev), lat.warmup, lat.repeats,
-                              seed=lat.seed + 100, min_seconds=lat.min_seconds)
+        ms = time_interleaved(make_runners(_subnet_items(params, device, cal, lat.seed), dev),
+                              lat.warmup, lat.repeats, seed=lat.seed + 100,
+                              min_seconds=lat.min_seconds)
     return float(np.median(np.median(ms, axis=1) / then))
 
 

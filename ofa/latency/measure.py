@@ -134,10 +134,10 @@ def time_interleaved(runners: Sequence[Runner], warmup: int, repeats: int, seed:
     order = list(range(len(runners)))
     cap = MAX_REPEAT_FACTOR * repeats if min_seconds > 0 else repeats
     out = np.empty((len(runners), cap))
-    rounds, rnd, start = repeats, 0, time.perf_counter()
+    rounds, rnd, start = repeats, 0, 0.0
     while rnd < warmup + rounds:
         if rnd == warmup:
-            start = time.perf_counter()
+            start = time.perf_counter()   # timed rounds only
         rng.shuffle(order)
         for i in order:
             for _ in range(WARM_CALLS):

@@ -154,21 +154,21 @@ def build_table(params: Params, device: str, show_progress: bool = True) -> Path
     raw = dict(zip(df["key"], df["raw_median_ms"]))
     layers = [subnet_layers(space, c) for c in cal]
     sums = np.array([sum(raw[s.key] for s in ls) for ls in layers])
-    acts = np.array([sum(input_values(s) for s in ls) for ls in layers])
+    cal_inputs = np.array([sum(input_values(s) for s in ls) for ls in layers])
     measured = np.median(ms[1 + len(specs):], axis=1)
-    scale, act_ms, overhead = fit_calibration(sums, measured, acts)
+    scale, input_ms, overhead = fit_calibration(sums, measured, cal_inputs)
     # entries stay positive whatever the fit: at least 5% of the scaled raw median
     raw_ms = df["raw_median_ms"].to_numpy()
     inputs = np.array([input_values(s) for s in specs])
-    df["median_ms"] = np.maximum(scale * raw_ms + act_ms * inputs, 0.05 * scale * raw_ms)
+    df["median_ms"] = np.maximum(scale * raw_ms + input_ms * inputs, 0.05 * scale * raw_ms)
     meta = {"format": TABLE_FORMAT, "space": space.fingerprint(), "device": device,
             "device_entry": to_dict(dev), "overhead_ms": overhead, "scale": scale,
-            "input_ms_per_m": act_ms, "call_ms": call_ms, "channels_last": channels_last(dev),
+            "input_ms_per_m": input_ms, "call_ms": call_ms, "channels_last": channels_last(dev),
             "warmup": lat.warmup, "repeats": lat.repeats, "rounds": int(ms.shape[1]),
             "versions": _versions(dev.backend),
-            "calibration": [{"config": str(c), "sum_ms": float(scale * s + act_ms * a),
+            "calibration": [{"config": str(c), "sum_ms": float(scale * s + input_ms * a),
                              "measured_ms": float(m)}
-                            for c, s, a, m in zip(cal, sums, acts, measured)]}
+                            for c, s, a, m in zip(cal, sums, cal_inputs, measured)]}
     out = table_path(params, device)
     _write(df, meta, out)
     return out
