@@ -48,7 +48,8 @@ def measure_chunk_task(params_path: str, preset: str | None, configs: list[str])
     if p.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
     return measure_configs(net, [SubnetConfig.parse(c) for c in configs], load_dataset(p.data, p.space),
-                           EvalSettings.from_train(p.train), p.predictor.val_images)
+                           EvalSettings.from_train(p.train), p.predictor.val_images,
+                           backend=p.predictor.backend)
 
 
 def dask_runner(params_path: str = "params.yaml", preset: str | None = None):

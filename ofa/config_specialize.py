@@ -28,6 +28,7 @@ class PredictorConfig:
     weight_decay: float = 1.0e-4
     split: tuple[float, ...] = (0.7, 0.15, 0.15)  # train / validation / test, by config
     workers: int = optional(1)    # local processes measuring subnets (threads shared among them)
+    backend: Literal["torch", "onnxruntime"] = optional("torch")  # runs the validation pass
     dataset_path: str = optional("data/predictor/acc_dataset.parquet")
     weights_path: str = optional("data/predictor/mlp.safetensors")
     report_path: str = optional("reports/predictor.json")

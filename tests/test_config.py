@@ -109,6 +109,7 @@ def test_misspelled_key_is_named(raw, path, value, key):
     ("train.final_eval_images", -5, "train.final_eval_images: must be >= 0"),
     ("train.processes", 0, "train.processes: must be in [1, 256]"),
     ("predictor.workers", 0, "predictor.workers: must be in [1, 256]"),
+    ("predictor.backend", "tensorrt", "predictor.backend: 'tensorrt' is not one of"),
     ("latency.calibration_subnets", 2, "latency.calibration_subnets: must be at least 3"),
     ("train.momentum", 1.5, "train.momentum: must be in [0, 1)"),
     ("train.weight_decay", -1e-4, "train.weight_decay: must be >= 0"),

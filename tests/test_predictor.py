@@ -188,6 +188,13 @@ def test_accuracy_dataset_on_a_tiny_supernet(params, space, tmp_path):
     df = write_dataset(rows, tmp_path / "acc.parquet")
     assert list(df["config"]) == [str(c) for c in cfgs]
     assert df["accuracy"].between(0, 1).all() and (df["macs"] > 0).all()
+    # ONNX Runtime's validation pass counts the same images right, up to a near-tie each
+    by_ort = measure_configs(net, cfgs, data, settings, 40, backend="onnxruntime")
+    for a, b in zip(rows, by_ort):
+        assert abs(a["accuracy"] - b["accuracy"]) <= 1 / 40 + 1e-9, (a, b)
+        assert {k: v for k, v in a.items() if "accuracy" not in k} == \
+            {k: v for k, v in b.items() if "accuracy" not in k}
+    assert sum(a["accuracy"] == b["accuracy"] for a, b in zip(rows, by_ort)) >= len(rows) - 1
 
 
 def test_local_workers_give_the_sequential_dataset(tmp_path):

@@ -2,8 +2,9 @@
 
 The check subnets come from their own seed stream (never the calibration subnets that fitted
 the overhead) and are timed interleaved, like the table, on the same backend, threads and
-batch. The calibration subnets are timed again among them, only to tell whether the machine
-runs at the speed it ran at when the table was built (`drift`, their median ratio now/then):
+batch, by the same rounds rule (`latency.min_seconds`). The calibration subnets are timed
+again among them, only to tell whether the machine runs at the speed it ran at when the
+table was built (`drift`, their median ratio now/then):
 a shared machine under someone else's load can be 10-60% slower for minutes, which no table
 predicts. Up to CHECK_ATTEMPTS sessions are timed and the one whose drift is closest to 1 is
 reported; the metrics compare the table with the raw measurements, drift is only reported.
@@ -115,7 +116,8 @@ def check_table(params: Params, device: str) -> dict:
     with torch_threads(dev.threads):
         runners = make_runners(items, dev)
         for attempt in range(CHECK_ATTEMPTS):
-            ms = time_interleaved(runners, lat.warmup, lat.repeats, seed=lat.seed + 1 + attempt)
+            ms = time_interleaved(runners, lat.warmup, lat.repeats, seed=lat.seed + 1 + attempt,
+                                  min_seconds=lat.min_seconds)
             drift = (float(np.median(np.median(ms[len(cfgs):], axis=1) / cal_then))
                      if len(items) > len(cfgs) else nan)
             if best is None or abs(drift - 1) < abs(best[1] - 1):

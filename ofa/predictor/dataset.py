@@ -35,16 +35,22 @@ def sample_configs(space: SearchSpace, n: int, seed: int) -> list[SubnetConfig]:
 
 
 def measure_configs(supernet, configs: Sequence[SubnetConfig], data, settings,
-                    val_images: int, progress=None) -> list[dict]:
+                    val_images: int, progress=None, backend: str = "torch") -> list[dict]:
     """One row per config: BN-recalibrated top-1 on the first `val_images` validation images
-    (and on the first half of them, for the noise estimate)."""
+    (and on the first half of them, for the noise estimate). BN statistics always come from
+    torch; `backend` runs the validation pass (onnxruntime: ofa/evaluate_onnx.py)."""
+    import torch
+
     from ofa.evaluate import InputCache, hits, prepare_subnet
+    from ofa.evaluate_onnx import onnx_hits
     from ofa.nn.static import count_macs, count_params
 
     rows, inputs = [], InputCache(data, settings)
     for cfg in configs:
         net = prepare_subnet(supernet, cfg, data, settings, inputs)
-        right = hits(net, inputs.split("val", cfg.r, val_images))
+        labelled = inputs.split("val", cfg.r, val_images)
+        right = (onnx_hits(net, labelled, torch.get_num_threads()) if backend == "onnxruntime"
+                 else hits(net, labelled))
         half = max(len(right) // 2, 1)
         rows.append({"config": str(cfg), "resolution": cfg.r,
                      "accuracy": int(right.sum()) / max(len(right), 1),
@@ -84,7 +90,7 @@ def _measure_share(params: Params, checkpoint: str, configs: list[str], threads:
     return measure_configs(net, [SubnetConfig.parse(c) for c in configs],
                            load_dataset(params.data, params.space),
                            EvalSettings.from_train(params.train), params.predictor.val_images,
-                           lambda cfg: done.put(str(cfg)))
+                           lambda cfg: done.put(str(cfg)), params.predictor.backend)
 
 
 def measure_in_workers(params: Params, checkpoint: Path, configs: Sequence[SubnetConfig],
@@ -141,7 +147,8 @@ def build_acc_dataset(params: Params, checkpoint: Path, out: Path | None = None,
             if params.train.channels_last:
                 net = net.to(memory_format=torch.channels_last)
             rows = measure_configs(net, configs, load_dataset(params.data, params.space),
-                                   EvalSettings.from_train(params.train), pc.val_images, advance)
+                                   EvalSettings.from_train(params.train), pc.val_images, advance,
+                                   pc.backend)
     return write_dataset(rows, Path(out or pc.dataset_path))
 
 
