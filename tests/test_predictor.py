@@ -85,6 +85,27 @@ def test_fit_is_seeded_and_saved_weights_predict_the_same(params, space, tmp_pat
     saved = metrics(load_predictor(p).predict([cfgs[i] for i in te_idx]), y[te_idx])
     assert saved["rmse_points"] == pytest.approx(a[a["chosen"]]["rmse_points"], rel=1e-5)
     assert a["predictor"]["rmse_points"] == pytest.approx(a[a["chosen"]]["rmse_points"])
+    assert a["resplits"] == b["resplits"] and a["resplits"]["repeats"] == 100
+
+
+def test_resplits_tell_a_stage_level_accuracy_apart(space):
+    """On an accuracy made of stage counts, the pooled ridge beats the one-hot ridge over
+    random re-splits, and every summary is ordered p10 <= mean <= p90."""
+    from ofa.predictor.fit import resplit_metrics
+    from ofa.predictor.pooled import pooling_matrix
+
+    layout = GeneLayout.of(space)
+    rng = random.Random(5)
+    x = encode(layout, to_genes(space, [space.sample(rng) for _ in range(120)])).astype(np.float64)
+    counts = x @ pooling_matrix(layout)
+    y = 0.9 + counts @ np.random.default_rng(5).normal(0, 0.002, counts.shape[1])
+    r = resplit_metrics(layout, x, y, (0.6, 0.2, 0.2), seed=0, repeats=6)
+    assert r["repeats"] == 6
+    assert r["pooled_ridge"]["rmse_points_mean"] < r["ridge"]["rmse_points_mean"]
+    for model in ("pooled_ridge", "ridge"):
+        for key in ("rmse_points", "kendall_tau"):
+            m = r[model]
+            assert m[f"{key}_p10"] <= m[f"{key}_mean"] <= m[f"{key}_p90"]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
