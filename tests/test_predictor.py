@@ -135,12 +135,13 @@ def test_pooled_ridge_is_a_linear_model_of_the_paper_features(space, seed):
     assert net.layers == 0 and alpha > 0
 
 
-@pytest.mark.parametrize("layers,hidden", [(0, 0), (1, 16), (3, 400)])
-def test_the_search_scoring_path_equals_the_module(space, layers, hidden):
+@pytest.mark.parametrize("layers,hidden,skip", [(0, 0, False), (1, 16, False), (3, 400, False),
+                                               (2, 32, True)])
+def test_the_search_scoring_path_equals_the_module(space, layers, hidden, skip):
     """Predictor.predict_genes (packed weights) gives what the nn.Module computes."""
     layout = GeneLayout.of(space)
     torch.manual_seed(layers)
-    net = AccuracyMLP(layout.n_features, hidden, layers, 0.9).eval()
+    net = AccuracyMLP(layout.n_features, hidden, layers, 0.9, skip=skip).eval()
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0.0, 0.1)
@@ -150,6 +151,31 @@ def test_the_search_scoring_path_equals_the_module(space, layers, hidden):
     got = Predictor(net, layout, space).predict_genes(genes)
     assert got.shape == (40,) and np.ptp(got) > 0
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_the_average_of_an_mlp_and_a_linear_model_is_one_saved_net(params, space, tmp_path):
+    """average(mlp, linear) predicts the mean of the two, and survives save and load."""
+    from ofa.predictor.model import average, save_predictor
+
+    layout = GeneLayout.of(space)
+    torch.manual_seed(3)
+    mlp = AccuracyMLP(layout.n_features, 16, 2, 0.9).eval()
+    linear = AccuracyMLP(layout.n_features, 0, 0, 0.8).eval()
+    with torch.no_grad():
+        for p in list(mlp.parameters()) + list(linear.parameters()):
+            p.normal_(0.0, 0.1)
+    both = average(mlp, linear)
+    genes = to_genes(space, [space.sample(random.Random(i)) for i in range(30)])
+    x = torch.from_numpy(encode(layout, genes))
+    with torch.no_grad():
+        want = (mlp(x) + linear(x)) / 2
+        torch.testing.assert_close(both(x), want)
+    path = tmp_path / "avg.safetensors"
+    save_predictor(both, space, params.predictor, path)
+    got = load_predictor(params, path).predict_genes(genes)
+    np.testing.assert_allclose(got, want.double().numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="must be linear"):
+        average(mlp, mlp)
 
 
 def test_a_predictor_from_another_space_is_refused(params, space, tmp_path):

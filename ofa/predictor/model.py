@@ -27,7 +27,11 @@ FORMAT = "ofa-predictor/1"
 
 
 class AccuracyMLP(nn.Module):
-    def __init__(self, n_features: int, hidden: int, layers: int, offset: float) -> None:
+    """The paper's MLP; `skip` adds a linear term of the features (an MLP averaged with a
+    linear model is one such net, see `average`)."""
+
+    def __init__(self, n_features: int, hidden: int, layers: int, offset: float,
+                 skip: bool = False) -> None:
         super().__init__()
         self.hidden, self.layers = hidden, layers  # layers 0: a linear model (see pooled.py)
         dims = [n_features] + [hidden] * layers
@@ -35,10 +39,28 @@ class AccuracyMLP(nn.Module):
         for a, b in zip(dims[:-1], dims[1:]):
             body += [nn.Linear(a, b), nn.ReLU()]
         self.body = nn.Sequential(*body, nn.Linear(dims[-1], 1, bias=False))
+        self.skip = nn.Linear(n_features, 1, bias=False) if skip else None
         self.register_buffer("offset", torch.tensor(float(offset)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x).squeeze(-1) + self.offset
+        out = self.body(x).squeeze(-1) + self.offset
+        return out if self.skip is None else out + self.skip(x).squeeze(-1)
+
+
+@torch.no_grad()
+def average(mlp: AccuracyMLP, linear: AccuracyMLP) -> AccuracyMLP:
+    """(mlp + linear) / 2 as one net: the MLP's output layer halved, the linear model (no
+    hidden layer) as the skip term. Two models that err differently average to a smaller
+    error (measured in fit.py's report, `ensemble`)."""
+    if linear.layers != 0:
+        raise ValueError("average: the second model must be linear (no hidden layer)")
+    n_features = linear.body[-1].in_features
+    net = AccuracyMLP(n_features, mlp.hidden, mlp.layers, 0.0, skip=True)
+    net.body.load_state_dict(mlp.body.state_dict())
+    net.body[-1].weight.mul_(0.5)
+    net.skip.weight.copy_(0.5 * linear.body[-1].weight)
+    net.offset.fill_(0.5 * float(mlp.offset + linear.offset))
+    return net.eval()
 
 
 def packed_forward(net: AccuracyMLP, sink: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -56,6 +78,9 @@ def packed_forward(net: AccuracyMLP, sink: bool = False) -> Callable[[torch.Tens
         w, b = packed[0]
         packed[0] = (torch.cat([w, w.new_zeros(1, w.shape[1])]), b)
     offset = float(net.offset)
+    skip = None if net.skip is None else net.skip.weight.detach().t().contiguous()
+    if skip is not None and sink:
+        skip = torch.cat([skip, skip.new_zeros(1, 1)])
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         h = x
@@ -63,6 +88,8 @@ def packed_forward(net: AccuracyMLP, sink: bool = False) -> Callable[[torch.Tens
             h = h @ w if b is None else torch.addmm(b, h, w)
             if i < len(packed) - 1:
                 h.relu_()
+        if skip is not None:
+            h = h.add_(x @ skip)
         return h.squeeze(-1) + offset
 
     return forward
@@ -152,7 +179,7 @@ def save_predictor(net: AccuracyMLP, space: SearchSpace, pc: PredictorConfig, pa
 
     meta = {"format": FORMAT, "space": space.fingerprint(),
             "n_features": str(GeneLayout.of(space).n_features), "hidden": str(net.hidden),
-            "layers": str(net.layers)}
+            "layers": str(net.layers), "skip": str(int(net.skip is not None))}
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
     atomic_write(Path(path), lambda p: save_file(state, str(p), metadata=meta))
 
@@ -176,7 +203,8 @@ def load_predictor(params: Params, path: Path | None = None) -> Predictor:
         raise OFAError(f"predictor {path} is not an OFA accuracy predictor ({FORMAT})")
     if meta.get("space") != space.fingerprint():
         raise OFAError(f"predictor {path} was fitted for another search space; refit it")
-    net = AccuracyMLP(layout.n_features, int(meta["hidden"]), int(meta["layers"]), 0.0)
+    net = AccuracyMLP(layout.n_features, int(meta["hidden"]), int(meta["layers"]), 0.0,
+                      skip=meta.get("skip") == "1")
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
