@@ -95,8 +95,8 @@ def resplit_metrics(layout: GeneLayout, x: np.ndarray, y: np.ndarray,
 def fit_predictor(params: Params, dataset: Path | None = None) -> dict:
     """Fit the paper's MLP, the stage-pooled ridge, their average and the one-hot ridge
     baseline; save the one of the first three with the lowest validation RMSE as the
-    predictor the search uses;
-    write the JSON report (test metrics of all three) and the parity plot."""
+    predictor the search uses; write the JSON report (test metrics of all four) and the
+    parity plot."""
     import torch
 
     from ofa.checkpoint import atomic_write_text
