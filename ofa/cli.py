@@ -90,11 +90,13 @@ def benchmark(ctx: typer.Context,
     net = load_supernet(params, checkpoint)[0] if checkpoint else None
     rows = benchmark_training(params, net, steps=steps, rounds=rounds)
     table = Table(title="training throughput (median of rounds, same batches)")
-    for col in ("subnet", "config", "supernet img/s", "static img/s", "static/supernet"):
+    for col in ("subnet", "config", "supernet img/s", "static img/s", "static/supernet",
+                "supernet, torch ops only", "static/that"):
         table.add_column(col)
     for r in rows:
         table.add_row(r["subnet"], r["config"], f"{r['supernet_img_s']:.0f}",
-                      f"{r['static_img_s']:.0f}", f"{r['slowdown']:.3f}x")
+                      f"{r['static_img_s']:.0f}", f"{r['slowdown']:.3f}x",
+                      f"{r['supernet_torch_ops_img_s']:.0f}", f"{r['slowdown_torch_ops']:.3f}x")
     Console().print(table)
     atomic_write_text(output, json.dumps({"threads": params.train.threads, "rows": rows}, indent=2))
 

@@ -30,7 +30,7 @@ class ElasticMBConv(nn.Module):
 
     def __init__(self, in_c: int, out_c: int, stride: int, act: str, se: bool,
                  kernel_choices: Sequence[int], expand_choices: Sequence[int],
-                 eps: float, momentum: float) -> None:
+                 eps: float, momentum: float, native_kernel: bool = True) -> None:
         super().__init__()
         self.in_c, self.out_c, self.stride, self.act_name = in_c, out_c, stride, act
         self.residual = stride == 1 and in_c == out_c
@@ -38,7 +38,7 @@ class ElasticMBConv(nn.Module):
         bn = partial(ElasticBatchNorm, eps=eps, momentum=momentum)
         self.expand = ElasticPointwise(in_c, max_mid)
         self.expand_bn = bn(max_mid)
-        self.depthwise = ElasticDepthwise(max_mid, kernel_choices, stride)
+        self.depthwise = ElasticDepthwise(max_mid, kernel_choices, stride, native_kernel)
         self.depthwise_bn = bn(max_mid)
         self.se = ElasticSE(max_mid) if se else None
         self.project = ElasticPointwise(max_mid, out_c)

@@ -1,19 +1,22 @@
-"""Depthwise convolution whose weight gradient stays fast when the kernel outgrows the map.
+"""Depthwise convolution with faster gradients; the forward pass stays torch's.
 
-The elastic stages run 5x5 and 7x7 depthwise kernels on 3x3 and 4x4 feature maps. oneDNN's
-direct depthwise kernels do not take a kernel larger than the map, so its weight gradient
-falls back to an im2col GEMM there: on a 2-core AVX2 CPU, 7x7 on 4x4 (576 channels, batch
-128) costs ~115 ms against ~2 ms for the forward pass. On such small maps the weight
-gradient is cheaper as what it is: per channel, the (out pixels x in pixels) matrix of
-products of output gradients and inputs summed over the batch (one batched matmul), then
-summed onto the k x k taps each pixel pair falls on (one small matmul). The forward pass and
-the input gradient stay with oneDNN; only the weight gradient's route changes.
+oneDNN's depthwise weight gradient is slow on a CPU, worst where the kernel outgrows the map
+(the elastic stages run 5x5 and 7x7 kernels on 3x3 and 4x4 maps): there it falls back to an
+im2col GEMM. On the CPU the weight gradient comes from a compiled loop (ofa/nn/native.py:
+5-25x faster than oneDNN here for 5x5 and 7x7 kernels, about even for 3x3). Where that kernel
+is unavailable (no C compiler, a GPU tensor), maps smaller than the kernel still avoid the
+GEMM: per channel, the (out pixels x in pixels) matrix of products of output gradients and
+inputs summed over the batch (one batched matmul), summed onto the k x k taps each pixel pair
+falls on (one small matmul). With stride 1 the input gradient is the forward conv with the
+kernel flipped, 1.2-2.3x faster than oneDNN's backward here.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from ofa.nn import native
 
 
 def needs_dense_grad(kernel: int, height: int, width: int) -> bool:
@@ -47,9 +50,10 @@ def dense_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel: int,
 
 class _DepthwiseConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: int,
+                use_native: bool) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.stride = stride
+        ctx.stride, ctx.use_native = stride, use_native
         return F.conv2d(x, weight, None, stride, weight.shape[-1] // 2, 1, x.shape[1])
 
     @staticmethod
@@ -57,21 +61,31 @@ class _DepthwiseConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         k, s = weight.shape[-1], ctx.stride
         want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        dense = want_w and needs_dense_grad(k, x.shape[-2], x.shape[-1])
         gx = gw = None
-        if want_x or (want_w and not dense):
-            gx, _, gw = torch.ops.aten.convolution_backward(
-                grad_out, x, weight, None, [s, s], [k // 2, k // 2], [1, 1], False, [0, 0],
-                x.shape[1], [want_x, False, want_w and not dense])
-        if dense:
+        if want_w and ctx.use_native:
+            gw = native.weight_grad(x, grad_out, k, s)
+        elif want_w and needs_dense_grad(k, x.shape[-2], x.shape[-1]):
             gw = dense_weight_grad(x, grad_out, k, s)
-        return gx, gw, None
+        if want_x and s == 1:  # the forward conv with the kernel flipped: 1.2-2.3x faster here
+            gx = F.conv2d(grad_out, weight.flip(-1, -2), None, 1, k // 2, 1, x.shape[1])
+        if (want_x and gx is None) or (want_w and gw is None):
+            gx_torch, _, gw_torch = torch.ops.aten.convolution_backward(
+                grad_out, x, weight, None, [s, s], [k // 2, k // 2], [1, 1], False, [0, 0],
+                x.shape[1], [want_x and gx is None, False, want_w and gw is None])
+            gx = gx if gx is not None else gx_torch
+            gw = gw if gw is not None else gw_torch
+        return gx, gw, None, None
 
 
-def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
-    """F.conv2d(x, weight, stride=stride, padding=k // 2, groups=C), faster to train on
-    small maps; falls through to F.conv2d where no weight gradient is needed."""
-    if not (torch.is_grad_enabled() and weight.requires_grad) or \
-            not needs_dense_grad(weight.shape[-1], x.shape[-2], x.shape[-1]):
-        return F.conv2d(x, weight, None, stride, weight.shape[-1] // 2, 1, x.shape[1])
-    return _DepthwiseConv.apply(x, weight, stride)
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int,
+                   native_kernel: bool = True) -> torch.Tensor:
+    """F.conv2d(x, weight, stride=stride, padding=k // 2, groups=C), faster to train; falls
+    through to F.conv2d where no weight gradient is needed. native_kernel=False keeps torch's
+    ops (plus the dense route on small maps), e.g. to measure what the kernel gains."""
+    k = weight.shape[-1]
+    if torch.is_grad_enabled() and weight.requires_grad:
+        # 3x3 on several threads: oneDNN's own kernel is as fast (measured 0.39 vs 0.57 ms)
+        use_native = native_kernel and native.usable(x) and (k > 3 or torch.get_num_threads() == 1)
+        if use_native or needs_dense_grad(k, x.shape[-2], x.shape[-1]):
+            return _DepthwiseConv.apply(x, weight, stride, use_native)
+    return F.conv2d(x, weight, None, stride, k // 2, 1, x.shape[1])

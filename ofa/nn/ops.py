@@ -46,12 +46,14 @@ class ElasticDepthwise(nn.Module):
 
     A smaller kernel is the centre of the next larger one passed through a learned
     (k*k x k*k) matrix shared across channels, initialised to identity (paper, Sec. 3.3).
+    native_kernel: train with the compiled weight-gradient kernel on CPU (depthwise.py).
     """
 
-    def __init__(self, max_channels: int, kernel_choices: Sequence[int], stride: int) -> None:
+    def __init__(self, max_channels: int, kernel_choices: Sequence[int], stride: int,
+                 native_kernel: bool = True) -> None:
         super().__init__()
         self.kernels = tuple(sorted(kernel_choices, reverse=True))
-        self.stride = stride
+        self.stride, self.native_kernel = stride, native_kernel
         k = self.kernels[0]
         self.weight = nn.Parameter(torch.empty(max_channels, 1, k, k))
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
@@ -71,7 +73,7 @@ class ElasticDepthwise(nn.Module):
         return w
 
     def forward(self, x: torch.Tensor, kernel: int) -> torch.Tensor:
-        return depthwise_conv(x, self.kernel_weight(kernel, x.shape[1]), self.stride)
+        return depthwise_conv(x, self.kernel_weight(kernel, x.shape[1]), self.stride, self.native_kernel)
 
 
 class ElasticBatchNorm(nn.BatchNorm2d):

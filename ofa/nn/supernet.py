@@ -21,7 +21,9 @@ from ofa.space import SearchSpace, SubnetConfig
 
 
 class OFAMobileNetV3(nn.Module):
-    def __init__(self, space: SearchSpace) -> None:
+    """native_kernel=False trains with torch's ops only (ofa/nn/depthwise.py says what changes)."""
+
+    def __init__(self, space: SearchSpace, native_kernel: bool = True) -> None:
         super().__init__()
         self.space = space
         c = space.cfg
@@ -36,7 +38,7 @@ class OFAMobileNetV3(nn.Module):
             for i in range(space.max_depth):
                 blocks.append(ElasticMBConv(in_c, stage.width, stage.stride if i == 0 else 1,
                                             stage.act, stage.se, c.kernel_choices, c.expand_choices,
-                                            c.bn_eps, c.bn_momentum))
+                                            c.bn_eps, c.bn_momentum, native_kernel))
                 in_c = stage.width
         self.blocks = nn.ModuleList(blocks)
         self.final_expand = Conv2dNormActivation(in_c, c.final_expand_width, 1, norm_layer=norm,
