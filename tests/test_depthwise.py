@@ -149,3 +149,15 @@ def test_threads_split_the_batch_and_agree_with_one(threads):
     several = native.weight_grad(x, grad, 7, 1, threads=threads)  # other summation order only
     torch.testing.assert_close(several, one, rtol=0, atol=1e-5 * float(one.abs().max()))
     assert not torch.equal(several, one)  # the threads did run: another summation order
+
+
+def test_benchmark_times_the_supernet_with_and_without_the_kernel(params):
+    from ofa.benchmark import benchmark_training
+
+    rows = benchmark_training(params, batch_size=4, steps=1, rounds=1)
+    assert [r["subnet"] for r in rows] == ["max", "min"]
+    for r in rows:
+        for side in ("supernet_img_s", "static_img_s", "supernet_torch_ops_img_s"):
+            assert r[side] > 0
+        assert r["slowdown"] == pytest.approx(r["static_img_s"] / r["supernet_img_s"])
+        assert r["slowdown_torch_ops"] == pytest.approx(r["static_img_s"] / r["supernet_torch_ops_img_s"])
