@@ -140,13 +140,13 @@ def weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel: int, stride: in
     oh, ow = grad_out.shape[-2:]
     xs = x.detach().permute(0, 2, 3, 1).contiguous()  # NHWC: no copy for channels_last
     gs = grad_out.permute(0, 2, 3, 1).contiguous()
-    ranges = batch_ranges(n, threads or torch.get_num_threads(), n * oh * ow * kernel * kernel * c)
+    macs = n * oh * ow * kernel * kernel * c
+    ranges = batch_ranges(n, threads or torch.get_num_threads(), macs)
     out = torch.empty(len(ranges), kernel, kernel, c, dtype=torch.float32)
-    args = (xs.data_ptr(), gs.data_ptr(), n, h, w, c, kernel, stride, oh, ow)
 
     def run(part: int) -> None:
-        lo, hi = ranges[part]
-        lib.dw_weight_grad_nhwc(args[0], args[1], out[part].data_ptr(), *args[2:], lo, hi)
+        lib.dw_weight_grad_nhwc(xs.data_ptr(), gs.data_ptr(), out[part].data_ptr(),
+                                n, h, w, c, kernel, stride, oh, ow, *ranges[part])
 
     workers = [threading.Thread(target=run, args=(part,)) for part in range(1, len(ranges))]
     for t in workers:

@@ -73,7 +73,8 @@ class ElasticDepthwise(nn.Module):
         return w
 
     def forward(self, x: torch.Tensor, kernel: int) -> torch.Tensor:
-        return depthwise_conv(x, self.kernel_weight(kernel, x.shape[1]), self.stride, self.native_kernel)
+        return depthwise_conv(x, self.kernel_weight(kernel, x.shape[1]), self.stride,
+                              self.native_kernel)
 
 
 class ElasticBatchNorm(nn.BatchNorm2d):
