@@ -79,7 +79,7 @@ class LatencyConfig:
     min_seconds: float = optional(0.0)  # more rounds while the timed ones took less (fast devices)
     check_subnets: int = 50       # random full subnets timed end to end to check the table
     seed: int = 0
-    calibration_subnets: int = optional(16)  # subnets timed end to end to fit scale and overhead
+    calibration_subnets: int = optional(24)  # subnets timed end to end to fit scales and overhead
     table_dir: str = optional("data/latency")
     report_dir: str = optional("reports/latency")
 

@@ -20,7 +20,8 @@ from ofa.latency.check import check_configs, kendall_tau
 from ofa.latency.layers import (enumerate_layers, input_shape, layer_cost, layer_modules,
                                 subnet_layers, torch_seed)
 from ofa.latency.measure import MAX_REPEAT_FACTOR, time_interleaved, time_runner
-from ofa.latency.calibrate import fit_calibration, input_values
+from ofa.latency.calibrate import (calibration_group, fit_calibration, fit_stage_calibration,
+                                   input_values)
 from ofa.latency.table import calibration_configs
 from ofa.nn.ops import conv_macs
 from ofa.nn.static import count_macs, count_params
@@ -119,9 +120,10 @@ def test_prediction_is_the_sum_of_the_subnets_entries(tiny, seed):
     assert model.predict([cfg])[0] == pytest.approx(expected + meta["overhead_ms"])
     raw = dict(zip(df["key"], df["raw_median_ms"]))
     spec = next(s for s in enumerate_layers(space) if s.key == df["key"][0])
+    scale = meta["scales"][calibration_group(spec)]
     assert entry[spec.key] == pytest.approx(max(
-        meta["scale"] * raw[spec.key] + meta["input_ms_per_m"] * input_values(spec),
-        0.05 * meta["scale"] * raw[spec.key]))
+        scale * raw[spec.key] + meta["input_ms_per_m"] * input_values(spec),
+        0.05 * scale * raw[spec.key]))
     assert model.predict_genes(genes)[0] == pytest.approx(expected + meta["overhead_ms"])
 
 
@@ -170,6 +172,20 @@ def test_calibration_fit_is_robust():
     assert fit_calibration(np.ones(4), np.full(4, 1.5)) == (1.0, 0.0, 0.5)   # no spread
     # an input term that cannot be told from the sums: the two-term line
     assert fit_calibration(sums, 1.3 * sums + 0.2, 2 * sums)[1] == 0.0
+
+
+def test_stage_calibration_recovers_per_stage_scales():
+    rng = np.random.default_rng(1)
+    groups = rng.uniform(0.2, 1.0, (24, 4))
+    fixed = rng.uniform(0.1, 0.2, 24)
+    scales = np.array([0.9, 1.2, 0.9, 1.8])
+    measured = groups @ scales + fixed + 0.03
+    measured[3] *= 2                                    # one disturbed timing
+    coef, overhead = fit_stage_calibration(groups, fixed, measured)
+    assert coef == pytest.approx(scales, abs=1e-6) and overhead == pytest.approx(0.03, abs=1e-6)
+    # too few subnets for five terms, or a scale the range refuses: no stage fit
+    assert fit_stage_calibration(groups[:14], fixed[:14], measured[:14]) is None
+    assert fit_stage_calibration(groups, fixed, groups @ [0.1, 1, 1, 1] + fixed) is None
 
 
 def test_check_writes_a_report(tiny):

@@ -3,9 +3,10 @@
 A table is a parquet file, one row per layer key, with metadata: the format version, the
 search space's fingerprint, the device entry and a per-network `overhead_ms` (see
 docs/latency_table.md). A subnet's latency is the sum of its layers' entries plus the overhead.
-Entries are the layers' medians timed alone times a scale, plus a term in the layer's input
-size; scale, that term and the overhead absorb what layers timed alone cannot see (per-call
-costs, layout conversions, caches shared along a network) and are fitted on calibration
+Entries are the layers' medians timed alone times a scale per stage (or one scale plus a term
+in the layer's input size); scales, that term and the overhead absorb what layers timed alone
+cannot see (per-call costs, layout conversions, caches shared along a network) and are fitted
+on calibration
 subnets timed end to end in the same interleaved rounds as the layers, never on the subnets
 that check the table. A device that cannot run this code (a phone)
 registers a table measured there with `table:`; it is validated and copied here.
@@ -21,7 +22,8 @@ import numpy as np
 
 from ofa.config import Params, to_dict
 from ofa.errors import OFAError
-from ofa.latency.calibrate import fit_calibration, input_values
+from ofa.latency.calibrate import (FIXED_GROUP, calibration_group, fit_calibration,
+                                   fit_stage_calibration, input_values)
 from ofa.latency.layers import (LAYER_FIELDS, enumerate_layers, input_shape, layer_cost,
                                 layer_modules, subnet_layers)
 from ofa.seeding import torch_seed
@@ -29,7 +31,7 @@ from ofa.space import SearchSpace, SubnetConfig
 
 TABLE_FORMAT = "ofa-latency/1"
 REQUIRED = ("key", "median_ms")
-CALIBRATION_SUBNETS = 16
+CALIBRATION_SUBNETS = 24
 
 
 def table_path(params: Params, device: str) -> Path:
@@ -153,25 +155,53 @@ def build_table(params: Params, device: str, show_progress: bool = True) -> Path
     df = pd.DataFrame(rows)
     raw = dict(zip(df["key"], df["raw_median_ms"]))
     layers = [subnet_layers(space, c) for c in cal]
-    sums = np.array([sum(raw[s.key] for s in ls) for ls in layers])
-    cal_inputs = np.array([sum(input_values(s) for s in ls) for ls in layers])
     measured = np.median(ms[1 + len(specs):], axis=1)
-    scale, input_ms, overhead = fit_calibration(sums, measured, cal_inputs)
+    scales, input_ms, overhead, model = _calibrate(specs, layers, raw, measured)
     # entries stay positive whatever the fit: at least 5% of the scaled raw median
     raw_ms = df["raw_median_ms"].to_numpy()
+    scale = np.array([scales[calibration_group(s)] for s in specs])
     inputs = np.array([input_values(s) for s in specs])
     df["median_ms"] = np.maximum(scale * raw_ms + input_ms * inputs, 0.05 * scale * raw_ms)
+    entry = dict(zip(df["key"], df["median_ms"]))
     meta = {"format": TABLE_FORMAT, "space": space.fingerprint(), "device": device,
-            "device_entry": to_dict(dev), "overhead_ms": overhead, "scale": scale,
-            "input_ms_per_m": input_ms, "call_ms": call_ms, "channels_last": channels_last(dev),
+            "device_entry": to_dict(dev), "overhead_ms": overhead, "calibration_model": model,
+            "scales": scales, "input_ms_per_m": input_ms, "call_ms": call_ms,
+            "channels_last": channels_last(dev),
             "warmup": lat.warmup, "repeats": lat.repeats, "rounds": int(ms.shape[1]),
             "versions": _versions(dev.backend),
-            "calibration": [{"config": str(c), "sum_ms": float(scale * s + input_ms * a),
+            "calibration": [{"config": str(c), "sum_ms": float(sum(entry[s.key] for s in ls)),
                              "measured_ms": float(m)}
-                            for c, s, a, m in zip(cal, sums, cal_inputs, measured)]}
+                            for c, ls, m in zip(cal, layers, measured)]}
     out = table_path(params, device)
     _write(df, meta, out)
     return out
+
+
+def _calibrate(specs: list, layers: list[list], raw: dict[str, float], measured: np.ndarray
+               ) -> tuple[dict[str, float], float, float, str]:
+    """(scale per calibration group, input_ms_per_m, overhead_ms, model name): a scale per
+    stage where the calibration subnets determine one (`fit_stage_calibration`), else one
+    scale and the input term (`fit_calibration`)."""
+    groups = sorted({calibration_group(s) for s in specs} - {FIXED_GROUP})
+    col = {g: i for i, g in enumerate(groups)}
+    group_sums = np.zeros((len(layers), len(groups)))
+    fixed = np.zeros(len(layers))
+    for i, ls in enumerate(layers):
+        for s in ls:
+            g = calibration_group(s)
+            if g == FIXED_GROUP:
+                fixed[i] += raw[s.key]
+            else:
+                group_sums[i, col[g]] += raw[s.key]
+    staged = fit_stage_calibration(group_sums, fixed, measured)
+    if staged is not None:
+        coef, overhead = staged
+        return ({FIXED_GROUP: 1.0} | {g: float(c) for g, c in zip(groups, coef)}, 0.0,
+                overhead, "stage-scales")
+    sums = group_sums.sum(axis=1) + fixed
+    inputs = np.array([sum(input_values(s) for s in ls) for ls in layers])
+    scale, input_ms, overhead = fit_calibration(sums, measured, inputs)
+    return ({g: scale for g in [FIXED_GROUP, *groups]}, input_ms, overhead, "one-scale")
 
 
 def _versions(backend: str) -> dict:
