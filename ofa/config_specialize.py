@@ -103,6 +103,7 @@ class SearchConfig:
     mutation_prob: float = 0.1
     seed: int = 0
     max_tries: int = 1000         # bound on rejection sampling of feasible subnets
+    threads: int = 2              # torch threads scoring the predictor
     output_dir: str = optional("data/search")
     models_dir: str = optional("models")  # export: models/<device>/<constraint>/
 
@@ -113,6 +114,7 @@ class SearchConfig:
         require(0 < self.mutation_ratio < 1, "search.mutation_ratio", "must be in (0, 1)")
         require(0 <= self.mutation_prob <= 1, "search.mutation_prob", "must be in [0, 1]")
         require(self.max_tries >= 1, "search.max_tries", "must be at least 1")
+        require(self.threads >= 1, "search.threads", "must be at least 1")
 
 
 @dataclass(frozen=True)

@@ -69,18 +69,16 @@ def _onnx_max_diff(path: Path, model: nn.Module, x: torch.Tensor) -> float:
 def write_model(model: nn.Module, cfg: SubnetConfig, space: SearchSpace, folder: Path,
                 check_inputs: torch.Tensor, extra: dict | None = None) -> dict:
     """Write the three formats into `folder` (atomically) and verify ONNX; returns its record."""
-    from safetensors.torch import save_file
-
     model = model.eval().to(memory_format=torch.contiguous_format)
     x = check_inputs.contiguous().float()
-    from ofa.checkpoint import publish_dir, staging_dir
+    from ofa.checkpoint import publish_dir, safetensors_bytes, staging_dir
 
     folder = Path(folder)
     tmp = staging_dir(folder)
     try:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"config": cfg.to_json(),
-                                                       "space": space.fingerprint()})
+        (tmp / WEIGHTS).write_bytes(safetensors_bytes(state, {"config": cfg.to_json(),
+                                                              "space": space.fingerprint()}))
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning))
             traced = torch.jit.trace(model, x[:1])

@@ -67,7 +67,7 @@ def run_search(params: Params, device: str, pareto: bool = True) -> Path:
     layout = GeneLayout.of(space)
     predictor = load_predictor(params, Path(params.predictor.weights_path))
     model = LatencyModel.load(table_path(params, device), space)
-    with torch_threads(1):  # 100-row batches: one thread is fastest
+    with torch_threads(params.search.threads):
         results, front = _search_all(params, device, space, layout, predictor, model, pareto)
     validate_records(results, SearchResults, f"search results of {device}")
     out = search_path(params, device)

@@ -258,3 +258,32 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path):
     for ha, hb in zip(report_a["history"], report_b["history"], strict=True):  # same numbers
         assert {k: v for k, v in hb.items() if k not in TIMING_KEYS} == \
                {k: v for k, v in ha.items() if k not in TIMING_KEYS}
+
+
+def test_safetensors_bytes_are_the_same_in_every_process(tmp_path: Path):
+    """safetensors orders its header by hash, per process; ours is sorted, so the same
+    weights give the same file (DVC does not rerun what follows) and it loads back."""
+    import sys
+
+    from safetensors.torch import load
+
+    code = ("import sys, torch; from ofa.checkpoint import safetensors_bytes; "
+            "g = torch.Generator().manual_seed(0); "
+            "s = {n: torch.randn(3, 5, generator=g) for n in 'qwertyuiopasdfgh'}; "
+            "m = {k: k * 3 for k in 'zyxwvutsrqponm'}; "
+            "sys.stdout.buffer.write(safetensors_bytes(s, m))")
+    outs = {subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                           capture_output=True).stdout for _ in range(4)}
+    assert len(outs) == 1
+    data = outs.pop()
+    assert int.from_bytes(data[:8], "little") % 8 == 0
+    g = torch.Generator().manual_seed(0)
+    want = {n: torch.randn(3, 5, generator=g) for n in "qwertyuiopasdfgh"}
+    got = load(data)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(data)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata() == {k: k * 3 for k in "zyxwvutsrqponm"}

@@ -91,7 +91,7 @@ def test_fit_is_seeded_and_saved_weights_predict_the_same(params, space, tmp_pat
 def test_resplits_tell_a_stage_level_accuracy_apart(space):
     """On an accuracy made of stage counts, the pooled ridge beats the one-hot ridge over
     random re-splits, and every summary is ordered p10 <= mean <= p90."""
-    from ofa.predictor.fit import resplit_metrics
+    from ofa.predictor.fit import learning_curve, resplit_metrics
     from ofa.predictor.pooled import pooling_matrix
 
     layout = GeneLayout.of(space)
@@ -101,6 +101,11 @@ def test_resplits_tell_a_stage_level_accuracy_apart(space):
     y = 0.9 + counts @ np.random.default_rng(5).normal(0, 0.002, counts.shape[1])
     r = resplit_metrics(layout, x, y, (0.6, 0.2, 0.2), seed=0, repeats=6)
     assert r["repeats"] == 6
+    # on a noiseless linear accuracy, more training subnets help and the fitted error is ~0
+    lc = learning_curve(layout, x, y, (0.6, 0.2, 0.2), seed=0, repeats=6)
+    assert lc["n_train"] == [18, 36, 54, 72]
+    assert lc["test_rmse_points_mean"][-1] < lc["test_rmse_points_mean"][0]
+    assert lc["fitted_rmse_points"] < 0.05 * 100 * y.std()
     assert r["pooled_ridge"]["rmse_points_mean"] < r["ridge"]["rmse_points_mean"]
     for model in ("pooled_ridge", "ridge"):
         for key in ("rmse_points", "kendall_tau"):

@@ -173,15 +173,13 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
 
 
 def save_predictor(net: AccuracyMLP, space: SearchSpace, pc: PredictorConfig, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    from ofa.checkpoint import atomic_write
+    from ofa.checkpoint import atomic_write, safetensors_bytes
 
     meta = {"format": FORMAT, "space": space.fingerprint(),
             "n_features": str(GeneLayout.of(space).n_features), "hidden": str(net.hidden),
             "layers": str(net.layers), "skip": str(int(net.skip is not None))}
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    atomic_write(Path(path), lambda p: save_file(state, str(p), metadata=meta))
+    atomic_write(Path(path), lambda p: p.write_bytes(safetensors_bytes(state, meta)))
 
 
 def load_predictor(params: Params, path: Path | None = None) -> Predictor:

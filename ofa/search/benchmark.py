@@ -90,12 +90,13 @@ def evolve_per_subnet(layout: GeneLayout, score: Batch, constraints: Sequence[Co
 
 def benchmark_search(params: Params, repeats: int = 3, show: bool = True,
                      per_subnet: bool = True) -> dict:
-    """Median seconds of one `evolve` with params.search (100 x 500 by default), and of the
-    one-subnet-at-a-time reference (run once), under half the largest subnet's latency."""
+    """Median seconds of one `evolve` with params.search (100 x 500 by default, on
+    search.threads torch threads), and of the one-subnet-at-a-time reference (run once),
+    under half the largest subnet's latency."""
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small matrices: a second thread costs more than it gives
+    torch.set_num_threads(params.search.threads)   # as the search stage runs
     try:
         layout = GeneLayout.of(SearchSpace(params.space))
         score = mlp_score(SearchSpace(params.space), params.predictor.hidden,

@@ -10,6 +10,7 @@ deterministic), and the population holds distinct subnets, so the parents stay d
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
@@ -85,11 +86,21 @@ def mutate(layout: GeneLayout, parents: np.ndarray, prob: float, rng: np.random.
     One uniform draw u per gene does both: u < p flips it, and u / p, uniform on [0, 1) given
     a flip, picks the new choice. `u` may be drawn by the caller (one draw for a batch).
     """
+    p, per_p = _mutation_rates(layout, prob, resolution_prob)
+    u = rng.random(parents.shape) if u is None else u
+    return np.where(u < p, (u * per_p).astype(np.int64), parents)
+
+
+@lru_cache(maxsize=16)
+def _mutation_rates(layout: GeneLayout, prob: float, resolution_prob: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Per gene column: the flip probability p, and choices / p (maps u < p onto a choice).
+    Read-only; built once per search instead of once per generation."""
     p = np.full(layout.width, prob)
     p[-1] = resolution_prob
-    u = rng.random(parents.shape) if u is None else u
-    new = (u * (layout.card / np.maximum(p, 1e-12))).astype(np.int64)
-    return np.where(u < p, new, parents)
+    per_p = layout.card / np.maximum(p, 1e-12)
+    p.flags.writeable = per_p.flags.writeable = False
+    return p, per_p
 
 
 def crossover(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
@@ -177,6 +188,9 @@ def make_children(layout: GeneLayout, parents: np.ndarray, n_mut: int, n_cross: 
         accept = max(kept, 1) / drawn
         im = np.flatnonzero(ok[:km])[:need_m]
         ic = np.flatnonzero(ok[km:])[:need_c] + km
+        if not mutants and len(im) == need_m and len(ic) == need_c:   # the usual single try
+            pick = np.concatenate([im, ic])
+            return cand[pick], canon[pick], accept
         need_m, need_c = need_m - len(im), need_c - len(ic)
         mutants.append((cand[im], canon[im]))
         crossed.append((cand[ic], canon[ic]))
