@@ -10,7 +10,6 @@ deterministic), and the population holds distinct subnets, so the parents stay d
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
@@ -78,29 +77,28 @@ def random_genes(layout: GeneLayout, n: int, rng: np.random.Generator) -> np.nda
     return (rng.random((n, layout.width)) * layout.card).astype(np.int64)
 
 
+def mutation_rates(layout: GeneLayout, prob: float,
+                   resolution_prob: float = RESOLUTION_MUTATION_PROB) -> tuple[np.ndarray, np.ndarray]:
+    """Per gene column: the flip probability p, and choices / p (maps u < p onto a choice).
+    A search computes them once and passes them to every generation's `mutate`."""
+    p = np.full(layout.width, prob)
+    p[-1] = resolution_prob
+    return p, layout.card / np.maximum(p, 1e-12)
+
+
 def mutate(layout: GeneLayout, parents: np.ndarray, prob: float, rng: np.random.Generator,
            resolution_prob: float = RESOLUTION_MUTATION_PROB,
-           u: np.ndarray | None = None) -> np.ndarray:
+           u: np.ndarray | None = None,
+           rates: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Resample each gene with probability `prob` (the resolution with `resolution_prob`).
 
     One uniform draw u per gene does both: u < p flips it, and u / p, uniform on [0, 1) given
-    a flip, picks the new choice. `u` may be drawn by the caller (one draw for a batch).
+    a flip, picks the new choice. `u` may be drawn by the caller (one draw for a batch), and
+    `rates` computed once by `mutation_rates` with the same probabilities.
     """
-    p, per_p = _mutation_rates(layout, prob, resolution_prob)
+    p, per_p = rates if rates is not None else mutation_rates(layout, prob, resolution_prob)
     u = rng.random(parents.shape) if u is None else u
     return np.where(u < p, (u * per_p).astype(np.int64), parents)
-
-
-@lru_cache(maxsize=16)
-def _mutation_rates(layout: GeneLayout, prob: float, resolution_prob: float
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Per gene column: the flip probability p, and choices / p (maps u < p onto a choice).
-    Read-only; built once per search instead of once per generation."""
-    p = np.full(layout.width, prob)
-    p[-1] = resolution_prob
-    per_p = layout.card / np.maximum(p, 1e-12)
-    p.flags.writeable = per_p.flags.writeable = False
-    return p, per_p
 
 
 def crossover(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
@@ -158,7 +156,8 @@ def sample_feasible(layout: GeneLayout, n: int, constraints: Sequence[Constraint
 
 def make_children(layout: GeneLayout, parents: np.ndarray, n_mut: int, n_cross: int,
                   constraints: Sequence[Constraint], cfg: SearchConfig,
-                  rng: np.random.Generator, accept: float = 0.5
+                  rng: np.random.Generator, accept: float = 0.5,
+                  rates: tuple[np.ndarray, np.ndarray] | None = None
                   ) -> tuple[np.ndarray, np.ndarray, float]:
     """n_mut mutants and n_cross crossovers of random parents, all meeting the constraints.
 
@@ -180,7 +179,7 @@ def make_children(layout: GeneLayout, parents: np.ndarray, n_mut: int, n_cross: 
         u = rng.random((km + kc, layout.width))   # one draw for both kinds
         first = parents[pick[:km + kc]]           # the mutated parent, or crossover parent a
         cand = np.concatenate([
-            mutate(layout, first[:km], cfg.mutation_prob, rng, u=u[:km]),
+            mutate(layout, first[:km], cfg.mutation_prob, rng, u=u[:km], rates=rates),
             crossover(first[km:], parents[pick[km + kc:]], rng, u=u[km:])])
         canon = canonical_genes(layout, cand)
         ok = feasible(canon, constraints)
@@ -279,6 +278,7 @@ def evolve(layout: GeneLayout, score: Batch, constraints: Sequence[Constraint],
     n_mut = int(round(cfg.population * cfg.mutation_ratio))
     n_cross = cfg.population - n_mut
     cache = ValueCache(score_columns(score), 1)
+    rates = mutation_rates(layout, cfg.mutation_prob)
     pop = sample_feasible(layout, cfg.population, constraints, rng, cfg.max_tries)
     canon = canonical_genes(layout, pop)
     keys = row_keys(canon)
@@ -290,7 +290,7 @@ def evolve(layout: GeneLayout, score: Batch, constraints: Sequence[Constraint],
         parents, parent_scores = pop[order], scores[order]
         parent_keys = [keys[i] for i in order]
         kids, canon, accept = make_children(layout, parents, n_mut, n_cross, constraints, cfg,
-                                            rng, accept)
+                                            rng, accept, rates)
         kid_keys = row_keys(canon)
         keep = distinct(kid_keys, frozenset(parent_keys))
         kid_keys = [kid_keys[i] for i in keep]

@@ -15,7 +15,7 @@ import numpy as np
 from ofa.config_specialize import SearchConfig
 from ofa.encoding import GeneLayout, canonical_genes
 from ofa.search.evolution import (Batch, Constraint, ValueCache, batch_values, distinct,
-                                  make_children, row_keys, sample_feasible)
+                                  make_children, mutation_rates, row_keys, sample_feasible)
 from ofa.errors import OFAError
 
 
@@ -120,11 +120,11 @@ def nsga2(layout: GeneLayout, score: Batch, objectives: Sequence[Batch], cfg: Se
     keys = row_keys(canon)
     obj = cache(canon, keys)
     ranks, crowd = rank_and_crowd(obj)
-    accept = 0.5
+    accept, rates = 0.5, mutation_rates(layout, cfg.mutation_prob)
     for _ in range(cfg.generations):
         pool = pop[tournament(ranks, crowd, n, rng)]
         kids, kid_canon, accept = make_children(layout, pool, n_mut, n - n_mut, constraints, cfg,
-                                                rng, accept)
+                                                rng, accept, rates)
         kid_keys = row_keys(kid_canon)
         fresh = distinct(kid_keys, frozenset(keys))
         kid_keys = [kid_keys[i] for i in fresh]
