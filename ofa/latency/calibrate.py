@@ -9,6 +9,8 @@ it into its entries.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from ofa.latency.layers import LayerSpec
@@ -106,3 +108,32 @@ def _huber_relative(x: np.ndarray, y: np.ndarray, measured: np.ndarray, iteratio
         s = 1.4826 * float(np.median(np.abs(r - np.median(r)))) + 1e-12
         w = np.sqrt(np.minimum(1.0, k * s / np.maximum(np.abs(r), 1e-12)))
     return coef if coef is not None and np.isfinite(coef).all() else None
+
+
+def fit_table_calibration(specs: Sequence[LayerSpec], layers: Sequence[Sequence[LayerSpec]],
+                          raw: dict[str, float], measured: np.ndarray
+                          ) -> tuple[dict[str, float], float, float, str]:
+    """(scale per calibration group, input_ms_per_m, overhead_ms, model name) for a table
+    whose layers `specs` have raw medians `raw`, from calibration subnets made of `layers`
+    and timed `measured`: a scale per stage where they determine one
+    (`fit_stage_calibration`), else one scale and the input term (`fit_calibration`)."""
+    groups = sorted({calibration_group(s) for s in specs} - {FIXED_GROUP})
+    col = {g: i for i, g in enumerate(groups)}
+    group_sums = np.zeros((len(layers), len(groups)))
+    fixed = np.zeros(len(layers))
+    for i, ls in enumerate(layers):
+        for s in ls:
+            g = calibration_group(s)
+            if g == FIXED_GROUP:
+                fixed[i] += raw[s.key]
+            else:
+                group_sums[i, col[g]] += raw[s.key]
+    staged = fit_stage_calibration(group_sums, fixed, measured)
+    if staged is not None:
+        coef, overhead = staged
+        return ({FIXED_GROUP: 1.0} | {g: float(c) for g, c in zip(groups, coef)}, 0.0,
+                overhead, "stage-scales")
+    sums = group_sums.sum(axis=1) + fixed
+    inputs = np.array([sum(input_values(s) for s in ls) for ls in layers])
+    scale, input_ms, overhead = fit_calibration(sums, measured, inputs)
+    return ({g: scale for g in [FIXED_GROUP, *groups]}, input_ms, overhead, "one-scale")

@@ -6,10 +6,9 @@ docs/latency_table.md). A subnet's latency is the sum of its layers' entries plu
 Entries are the layers' medians timed alone times a scale per stage (or one scale plus a term
 in the layer's input size); scales, that term and the overhead absorb what layers timed alone
 cannot see (per-call costs, layout conversions, caches shared along a network) and are fitted
-on calibration
-subnets timed end to end in the same interleaved rounds as the layers, never on the subnets
-that check the table. A device that cannot run this code (a phone)
-registers a table measured there with `table:`; it is validated and copied here.
+on calibration subnets timed end to end in the same interleaved rounds as the layers, never
+on the subnets that check the table. A device that cannot run this code (a phone) registers
+a table measured there with `table:`; it is validated and copied here.
 """
 
 from __future__ import annotations
@@ -22,8 +21,7 @@ import numpy as np
 
 from ofa.config import Params, to_dict
 from ofa.errors import OFAError
-from ofa.latency.calibrate import (FIXED_GROUP, calibration_group, fit_calibration,
-                                   fit_stage_calibration, input_values)
+from ofa.latency.calibrate import calibration_group, fit_table_calibration, input_values
 from ofa.latency.layers import (LAYER_FIELDS, enumerate_layers, input_shape, layer_cost,
                                 layer_modules, subnet_layers)
 from ofa.seeding import torch_seed
@@ -156,7 +154,7 @@ def build_table(params: Params, device: str, show_progress: bool = True) -> Path
     raw = dict(zip(df["key"], df["raw_median_ms"]))
     layers = [subnet_layers(space, c) for c in cal]
     measured = np.median(ms[1 + len(specs):], axis=1)
-    scales, input_ms, overhead, model = _calibrate(specs, layers, raw, measured)
+    scales, input_ms, overhead, model = fit_table_calibration(specs, layers, raw, measured)
     # entries stay positive whatever the fit: at least 5% of the scaled raw median
     raw_ms = df["raw_median_ms"].to_numpy()
     scale = np.array([scales[calibration_group(s)] for s in specs])
@@ -175,33 +173,6 @@ def build_table(params: Params, device: str, show_progress: bool = True) -> Path
     out = table_path(params, device)
     _write(df, meta, out)
     return out
-
-
-def _calibrate(specs: list, layers: list[list], raw: dict[str, float], measured: np.ndarray
-               ) -> tuple[dict[str, float], float, float, str]:
-    """(scale per calibration group, input_ms_per_m, overhead_ms, model name): a scale per
-    stage where the calibration subnets determine one (`fit_stage_calibration`), else one
-    scale and the input term (`fit_calibration`)."""
-    groups = sorted({calibration_group(s) for s in specs} - {FIXED_GROUP})
-    col = {g: i for i, g in enumerate(groups)}
-    group_sums = np.zeros((len(layers), len(groups)))
-    fixed = np.zeros(len(layers))
-    for i, ls in enumerate(layers):
-        for s in ls:
-            g = calibration_group(s)
-            if g == FIXED_GROUP:
-                fixed[i] += raw[s.key]
-            else:
-                group_sums[i, col[g]] += raw[s.key]
-    staged = fit_stage_calibration(group_sums, fixed, measured)
-    if staged is not None:
-        coef, overhead = staged
-        return ({FIXED_GROUP: 1.0} | {g: float(c) for g, c in zip(groups, coef)}, 0.0,
-                overhead, "stage-scales")
-    sums = group_sums.sum(axis=1) + fixed
-    inputs = np.array([sum(input_values(s) for s in ls) for ls in layers])
-    scale, input_ms, overhead = fit_calibration(sums, measured, inputs)
-    return ({g: scale for g in [FIXED_GROUP, *groups]}, input_ms, overhead, "one-scale")
 
 
 def _versions(backend: str) -> dict:

@@ -78,7 +78,8 @@ def random_genes(layout: GeneLayout, n: int, rng: np.random.Generator) -> np.nda
 
 
 def mutation_rates(layout: GeneLayout, prob: float,
-                   resolution_prob: float = RESOLUTION_MUTATION_PROB) -> tuple[np.ndarray, np.ndarray]:
+                   resolution_prob: float = RESOLUTION_MUTATION_PROB
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Per gene column: the flip probability p, and choices / p (maps u < p onto a choice).
     A search computes them once and passes them to every generation's `mutate`."""
     p = np.full(layout.width, prob)
