@@ -89,16 +89,14 @@ def hits(model: nn.Module, labelled: list[tuple[torch.Tensor, torch.Tensor]]) ->
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
-def top1_of(model: nn.Module, labelled: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Top-1 of a model on prepared (input, label) batches."""
-    right = hits(model, labelled)
-    return int(right.sum()) / max(len(right), 1)
-
-
 def top1(model: nn.Module, split: Split, resolution: int, data: Dataset, s: EvalSettings,
-         limit: int = 0) -> float:
-    return top1_of(model, [(to_input(x, resolution, data.mean, data.std, s.channels_last), y)
-                           for x, y in batches(split, s.batch_size, limit=limit)])
+         limit: int = 0, backend: str = "torch") -> float:
+    from ofa.evaluate_onnx import split_hits
+
+    labelled = [(to_input(x, resolution, data.mean, data.std, s.channels_last), y)
+                for x, y in batches(split, s.batch_size, limit=limit)]
+    right = split_hits(model, [labelled], backend, torch.get_num_threads())[0]
+    return int(right.sum()) / max(len(right), 1)
 
 
 def prepare_subnet(supernet: OFAMobileNetV3, cfg: SubnetConfig, data: Dataset,
@@ -113,14 +111,19 @@ def prepare_subnet(supernet: OFAMobileNetV3, cfg: SubnetConfig, data: Dataset,
 
 def evaluate_subnet(supernet: OFAMobileNetV3, cfg: SubnetConfig, data: Dataset, s: EvalSettings,
                     splits: tuple[str, ...] = ("val",), limit: int = 0,
-                    inputs: InputCache | None = None) -> dict:
-    """BN-recalibrated top-1 of one subnet per split; pass one `inputs` for many subnets."""
+                    inputs: InputCache | None = None, backend: str = "torch") -> dict:
+    """BN-recalibrated top-1 of one subnet per split; pass one `inputs` for many subnets.
+    `backend` runs the passes over the splits (onnxruntime: ofa/evaluate_onnx.py)."""
+    from ofa.evaluate_onnx import split_hits
+
     inputs = inputs or InputCache(data, s)
     net = prepare_subnet(supernet, cfg, data, s, inputs)
     row = {"config": str(cfg), "resolution": cfg.r, "params": count_params(net),
            "macs": count_macs(net, cfg.r, supernet.space.cfg.in_channels)}
-    for name in splits:
-        row[f"{name}_acc"] = top1_of(net, inputs.split(name, cfg.r, limit))
+    passes = split_hits(net, [inputs.split(name, cfg.r, limit) for name in splits], backend,
+                        torch.get_num_threads())
+    for name, right in zip(splits, passes):
+        row[f"{name}_acc"] = int(right.sum()) / max(len(right), 1)
     return row
 
 
@@ -148,7 +151,7 @@ def evaluate_checkpoint(params: Params, path: Path, extra: list[str],
         for name, cfg in jobs:
             rows.append({"name": name, **evaluate_subnet(net, cfg, data, settings, splits,
                                                          params.train.final_eval_images,
-                                                         inputs)})
+                                                         inputs, params.predictor.backend)})
             bar.update(task, advance=1, info=f"{name} r{cfg.r}")
     return rows
 

@@ -1,4 +1,5 @@
-"""Top-1 through ONNX Runtime, for the accuracy dataset's many subnets.
+"""Top-1 through ONNX Runtime (`predictor.backend`): the accuracy dataset's many subnets, the
+test and validation passes of `ofa-cli evaluate` and the exported subnets' test accuracy.
 
 The dataset spends most of its time in inference over the validation split. On this 2-core
 Xeon (2026-12-01) that pass took 3.5 s per subnet in torch eager at the evaluation batch of
@@ -6,14 +7,15 @@ Xeon (2026-12-01) that pass took 3.5 s per subnet in torch eager at the evaluati
 and session setup; side by side on the same 24 subnets, the whole measurement (with BN
 recalibration) took 4.2 s per subnet with torch and 2.8 s with this, with identical
 accuracies. The subnet's BN statistics come from torch (`bn.py`), so the accuracy is the one
-`ofa-cli evaluate` and the export measure, up to float rounding of the logits (a near-tie
-may flip an image; the tests bound it).
+torch measures, up to float rounding of the logits (a near-tie may flip an image; the tests
+bound it).
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -40,15 +42,31 @@ def onnx_session(model: nn.Module, example: torch.Tensor, threads: int):
     return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
 
 
-def onnx_hits(model: nn.Module, labelled: list[tuple[torch.Tensor, torch.Tensor]],
-              threads: int) -> torch.Tensor:
-    """Per image, whether the model's top-1 is right, computed by ONNX Runtime."""
-    if not labelled:
-        return torch.zeros(0, dtype=torch.bool)
-    sess = onnx_session(model, labelled[0][0], threads)
+def _session_hits(sess, labelled: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     out = []
     for x, y in labelled:
         for xs, ys in zip(x.split(ORT_BATCH), y.split(ORT_BATCH)):
             logits = sess.run(None, {"image": xs.contiguous().numpy()})[0]
             out.append(torch.from_numpy(logits).argmax(1) == ys)
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+
+def onnx_hits(model: nn.Module, labelled: list[tuple[torch.Tensor, torch.Tensor]],
+              threads: int) -> torch.Tensor:
+    """Per image, whether the model's top-1 is right, computed by ONNX Runtime."""
+    return split_hits(model, [labelled], "onnxruntime", threads)[0]
+
+
+def split_hits(model: nn.Module, splits: Sequence[list[tuple[torch.Tensor, torch.Tensor]]],
+               backend: str, threads: int) -> list[torch.Tensor]:
+    """Per split, whether each image's top-1 is right: torch eager (BN folded) or ONNX Runtime
+    (`backend`), with one exported session for all the splits of a subnet."""
+    if backend != "onnxruntime":
+        from ofa.evaluate import hits
+
+        return [hits(model, labelled) for labelled in splits]
+    example = next((labelled[0][0] for labelled in splits if labelled), None)
+    if example is None:
+        return [torch.zeros(0, dtype=torch.bool) for _ in splits]
+    sess = onnx_session(model, example, threads)
+    return [_session_hits(sess, labelled) for labelled in splits]

@@ -107,8 +107,10 @@ def constraint_dirname(name: str, limit: float) -> str:
 
 def export_choice(supernet: nn.Module, cfg: SubnetConfig, folder: Path, data, settings,
                   measure_latency: Callable[[nn.Module, int], float] | None = None,
-                  check_images: int = 256, extra: dict | None = None, test_images: int = 0) -> dict:
-    """BN-recalibrate, write all formats, verify ONNX on test images, measure accuracy/latency."""
+                  check_images: int = 256, extra: dict | None = None, test_images: int = 0,
+                  backend: str = "torch") -> dict:
+    """BN-recalibrate, write all formats, verify ONNX on test images, measure accuracy (its
+    pass run by `backend`) and latency."""
     from ofa.data import to_input
     from ofa.evaluate import prepare_subnet, top1
     from ofa.nn.static import count_macs, count_params
@@ -117,7 +119,7 @@ def export_choice(supernet: nn.Module, cfg: SubnetConfig, folder: Path, data, se
     space: SearchSpace = supernet.space
     images = data.test.images[:check_images]
     x = to_input(images, cfg.r, data.mean, data.std, channels_last=False)
-    info = {"test_acc": top1(net, data.test, cfg.r, data, settings, test_images),
+    info = {"test_acc": top1(net, data.test, cfg.r, data, settings, test_images, backend),
             "macs": count_macs(net, cfg.r, space.cfg.in_channels), "params": count_params(net)}
     if measure_latency is not None:
         info["measured_latency_ms"] = float(measure_latency(net, cfg.r))

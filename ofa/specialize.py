@@ -170,7 +170,8 @@ def run_export(params: Params, device: str, checkpoint: Path) -> Path:
             name = constraint_dirname(row["name"], row["limit"])
             rec = export_choice(net, cfg, staged / name, data, settings, measure,
                                 extra={"device": device},
-                                test_images=params.train.final_eval_images)
+                                test_images=params.train.final_eval_images,
+                                backend=params.predictor.backend)
             chosen.append(row | {"test_acc": rec["test_acc"], "measured_latency_ms":
                                  rec["measured_latency_ms"], "folder": str(folder / name)})
         baselines = [{"name": name, "config": str(cfg), "resolution": cfg.r,

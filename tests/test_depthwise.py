@@ -41,6 +41,27 @@ def test_gradients_match_conv2d(c, h, k, s, channels_last, native_kernel):
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("c,h,k,s", [(8, 9, 3, 2), (8, 7, 3, 1), (12, 8, 5, 1)])
+def test_torch_weight_gradient_route_matches_conv2d(c, h, k, s):
+    """The custom function without the compiled kernel, on a map at least the kernel's size:
+    torch's own weight gradient (depthwise_conv does not pick this route today; a caller
+    may)."""
+    from ofa.nn.depthwise import _DepthwiseConv
+
+    g = torch.Generator().manual_seed(c * h * k)
+    x = torch.randn(4, c, h, h, generator=g)
+    w = torch.randn(c, 1, k, k, generator=g)
+    grads = []
+    for fn in (lambda a, b: _DepthwiseConv.apply(a, b, s, False),
+               lambda a, b: F.conv2d(a, b, None, s, k // 2, 1, c)):
+        xi, wi = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = fn(xi, wi)
+        y.backward(torch.sin(torch.arange(y.numel(), dtype=y.dtype)).reshape(y.shape))
+        grads.append((xi.grad, wi.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-5)
+
+
 def test_only_kernels_larger_than_the_map_take_the_dense_route():
     assert needs_dense_grad(7, 4, 4) and needs_dense_grad(5, 3, 8)
     assert not needs_dense_grad(7, 7, 7) and not needs_dense_grad(3, 4, 4)

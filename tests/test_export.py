@@ -56,6 +56,24 @@ def test_exported_formats_match_the_supernet(plain_supernet, space, data, tmp_pa
         torch.testing.assert_close(scripted(x), loaded(x))
 
 
+@pytest.mark.parametrize("seed", SEEDS[:2])
+def test_onnx_runtime_counts_what_torch_counts(plain_supernet, space, data, tmp_path, seed):
+    """predictor.backend: onnxruntime runs the val/test passes of `evaluate` and the export's
+    test accuracy; the images counted right agree with torch's up to a near-tie."""
+    from ofa.evaluate import evaluate_subnet
+
+    cfg = space.sample(random.Random(seed))
+    settings = EvalSettings(batch_size=32, calib_images=32, channels_last=True)
+    rows = [evaluate_subnet(plain_supernet, cfg, data, settings, ("val", "test"), backend=b)
+            for b in ("torch", "onnxruntime")]
+    assert {k for k in rows[0] if k.endswith("_acc")} == {"val_acc", "test_acc"}
+    for split in ("val_acc", "test_acc"):
+        assert abs(rows[0][split] - rows[1][split]) <= 1 / 64 + 1e-9, rows
+    recs = [export_choice(plain_supernet, cfg, tmp_path / b, data, settings, check_images=16,
+                          backend=b)["test_acc"] for b in ("torch", "onnxruntime")]
+    assert recs[0] == rows[0]["test_acc"] and abs(recs[1] - recs[0]) <= 1 / 64 + 1e-9
+
+
 def test_failed_export_keeps_the_previous_model(supernet, space, tmp_path):
     cfg = space.min_config()
     net = supernet.export(cfg).eval()

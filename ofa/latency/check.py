@@ -29,6 +29,7 @@ from ofa.space import SearchSpace, SubnetConfig
 TARGET_WITHIN = 0.95   # share of check subnets whose prediction is within +-10%
 CHECK_ATTEMPTS = 3     # timing sessions at most, while the machine's speed drifts
 DRIFT_TOLERANCE = 0.03
+DRIFT_ROUNDS = 11      # timed rounds of the export's drift measurement (speed_drift)
 
 
 def report_paths(params: Params, device: str) -> tuple[Path, Path]:
@@ -175,9 +176,11 @@ def _subnet_items(params: Params, device: str, cfgs: list[SubnetConfig], seed: i
 
 def speed_drift(params: Params, device: str) -> float:
     """How long the table's calibration subnets take now against when the table was built
-    (median ratio, timed as at build time; NaN for a table measured elsewhere). Measured
-    latencies of other steps come with it, so a subnet over its limit because the shared
-    machine runs slower is told apart from one the table mispriced."""
+    (median ratio; NaN for a table measured elsewhere). Measured latencies of other steps come
+    with it, so a subnet over its limit because the shared machine runs slower is told apart
+    from one the table mispriced. At most DRIFT_ROUNDS rounds, never extended to
+    `min_seconds`: a median over 24 subnets' ratios needs far fewer samples per subnet than
+    one subnet's own timing (each device's export spent 20-26 s on it before, now 1-9 s)."""
     from ofa.latency.measure import make_runners, time_interleaved, torch_threads
 
     dev, lat = params.device(device), params.latency
@@ -187,8 +190,7 @@ def speed_drift(params: Params, device: str) -> float:
         return float("nan")
     with torch_threads(dev.threads):
         ms = time_interleaved(make_runners(_subnet_items(params, device, cal, lat.seed), dev),
-                              lat.warmup, lat.repeats, seed=lat.seed + 100,
-                              min_seconds=lat.min_seconds)
+                              lat.warmup, min(lat.repeats, DRIFT_ROUNDS), seed=lat.seed + 100)
     return float(np.median(np.median(ms, axis=1) / then))
 
 

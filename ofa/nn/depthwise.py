@@ -69,9 +69,9 @@ class _DepthwiseConv(torch.autograd.Function):
         if want_x and s == 1:  # the forward conv with the kernel flipped: 1.2-2.3x faster here
             gx = F.conv2d(grad_out, weight.flip(-1, -2), None, 1, k // 2, 1, x.shape[1])
         if (want_x and gx is None) or (want_w and gw is None):
-            gx_torch, _, gw_torch = torch.ops.aten.convolution_backward(
+            gx_torch, gw_torch, _ = torch.ops.aten.convolution_backward(
                 grad_out, x, weight, None, [s, s], [k // 2, k // 2], [1, 1], False, [0, 0],
-                x.shape[1], [want_x and gx is None, False, want_w and gw is None])
+                x.shape[1], [want_x and gx is None, want_w and gw is None, False])
             gx = gx if gx is not None else gx_torch
             gw = gw if gw is not None else gw_torch
         return gx, gw, None, None

@@ -41,16 +41,15 @@ def measure_configs(supernet, configs: Sequence[SubnetConfig], data, settings,
     torch; `backend` runs the validation pass (onnxruntime: ofa/evaluate_onnx.py)."""
     import torch
 
-    from ofa.evaluate import InputCache, hits, prepare_subnet
-    from ofa.evaluate_onnx import onnx_hits
+    from ofa.evaluate import InputCache, prepare_subnet
+    from ofa.evaluate_onnx import split_hits
     from ofa.nn.static import count_macs, count_params
 
     rows, inputs = [], InputCache(data, settings)
     for cfg in configs:
         net = prepare_subnet(supernet, cfg, data, settings, inputs)
         labelled = inputs.split("val", cfg.r, val_images)
-        right = (onnx_hits(net, labelled, torch.get_num_threads()) if backend == "onnxruntime"
-                 else hits(net, labelled))
+        right = split_hits(net, [labelled], backend, torch.get_num_threads())[0]
         half = max(len(right) // 2, 1)
         rows.append({"config": str(cfg), "resolution": cfg.r,
                      "accuracy": int(right.sum()) / max(len(right), 1),
