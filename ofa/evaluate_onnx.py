@@ -51,12 +51,6 @@ def _session_hits(sess, labelled: list[tuple[torch.Tensor, torch.Tensor]]) -> to
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
-def onnx_hits(model: nn.Module, labelled: list[tuple[torch.Tensor, torch.Tensor]],
-              threads: int) -> torch.Tensor:
-    """Per image, whether the model's top-1 is right, computed by ONNX Runtime."""
-    return split_hits(model, [labelled], "onnxruntime", threads)[0]
-
-
 def split_hits(model: nn.Module, splits: Sequence[list[tuple[torch.Tensor, torch.Tensor]]],
                backend: str, threads: int) -> list[torch.Tensor]:
     """Per split, whether each image's top-1 is right: torch eager (BN folded) or ONNX Runtime
