@@ -180,7 +180,7 @@ def speed_drift(params: Params, device: str) -> float:
     with it, so a subnet over its limit because the shared machine runs slower is told apart
     from one the table mispriced. At most DRIFT_ROUNDS rounds, never extended to
     `min_seconds`: a median over 24 subnets' ratios needs far fewer samples per subnet than
-    one subnet's own timing (each device's export spent 20-26 s on it before, now 1-9 s)."""
+    one subnet's own timing (profiled with 20 s of rounds: 24 of the cpu1-b1 export's 72 s)."""
     from ofa.latency.measure import make_runners, time_interleaved, torch_threads
 
     dev, lat = params.device(device), params.latency
