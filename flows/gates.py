@@ -9,13 +9,12 @@ from __future__ import annotations
 from prefect import task
 
 from ofa.config import load_params
+from ofa.validation import gate
 
 
 @task(name="validation-gate")
 def gate_task(params_path: str, what: str, device: str | None = None,
               preset: str | None = None) -> dict:
     """Validate one artifact ('data', 'acc-dataset', 'latency'); returns the suite's summary."""
-    from ofa.validation import gate
-
     res = gate(load_params(params_path, preset), what, device)
     return {"suite": res["suite"], "success": res["success"], "rows": res["rows"]}

@@ -7,48 +7,35 @@ worker costs at most one epoch.
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 from prefect import flow, task
 
 from flows.gates import gate_task
+from ofa import paths
 from ofa.config import load_params
+from ofa.distributed import set_threads
+from ofa.evaluate import run_evaluate
+from ofa.launch import run_phase
 
 
 @task(name="train-phase", retries=1, retry_delay_seconds=5)
 def train_phase_task(params_path: str, phase: str, preset: str | None = None) -> dict:
-    from pathlib import Path
-
-    from ofa.distributed import set_threads
-    from ofa.launch import in_world, run_training
-    from ofa.train import checkpoint_path, train_phase
-
     params = load_params(params_path, preset)
-    if params.train.processes > 1 and not in_world():  # the same local workers as the CLI
-        run_training(Path(params_path), preset, phase, params.train.processes, progress=False)
-        report = json.loads(Path(params.train.report_dir, f"{phase}.json").read_text())
-        history, ckpt = report["history"], checkpoint_path(params, phase)
-    else:
-        set_threads(params.train.threads)
-        result = train_phase(params, phase, show_progress=False)
-        history, ckpt = result.history, result.checkpoint
-    last = history[-1] if history else {}
-    return {"phase": phase, "checkpoint": str(ckpt),
+    set_threads(params.train.threads)
+    result = run_phase(params, Path(params_path), preset, phase, progress=False)
+    last = result.history[-1] if result.history else {}
+    return {"phase": phase, "checkpoint": str(result.checkpoint),
             **{k: v for k, v in last.items() if k.startswith("val_acc")}}
 
 
 @task(name="evaluate", retries=1, retry_delay_seconds=5)
 def evaluate_task(params_path: str, phase: str | None = None, preset: str | None = None,
                   output: str = "reports/evaluate.json") -> dict:
-    from pathlib import Path
-
-    from ofa.evaluate import run_evaluate
-
     params = load_params(params_path, preset)
     phase = phase or params.shrinking_order()[-1]
-    ckpt = Path(params.train.checkpoint_dir) / f"{phase}.pt"
-    rows = run_evaluate(params, ckpt, [], ("val", "test"), Path(output), show_progress=False,
-                        phase=phase)
+    rows = run_evaluate(params, paths.checkpoint(params, phase), [], ("val", "test"), Path(output),
+                        show_progress=False, phase=phase)
     return {"output": output, **{f"{r['name']}_r{r['resolution']}_test_acc": r["test_acc"]
                                  for r in rows}}
 

@@ -14,7 +14,13 @@ from pathlib import Path
 from prefect import flow, task
 
 from flows.gates import gate_task
+from ofa import paths
 from ofa.config import load_params
+from ofa.latency import build_table, check_table
+from ofa.predictor import build_acc_dataset, fit_predictor
+from ofa.predictor.dataset import measure_checkpoint, sample_configs, write_dataset
+from ofa.space import SearchSpace, SubnetConfig
+from ofa.specialize import run_export, run_report, run_search
 
 
 def _params(params_path: str, preset: str | None):
@@ -23,11 +29,8 @@ def _params(params_path: str, preset: str | None):
 
 @task(name="acc-dataset", retries=1, retry_delay_seconds=5)
 def acc_dataset_task(params_path: str, preset: str | None = None) -> dict:
-    from ofa.predictor import build_acc_dataset
-
     p = _params(params_path, preset)
-    ckpt = Path(p.train.checkpoint_dir) / f"{p.shrinking_order()[-1]}.pt"
-    df = build_acc_dataset(p, ckpt, show_progress=False)
+    df = build_acc_dataset(p, paths.last_checkpoint(p), show_progress=False)
     return {"path": p.predictor.dataset_path, "rows": len(df)}
 
 
@@ -36,20 +39,9 @@ def measure_chunk_task(params_path: str, preset: str | None, configs: list[str])
     """Measure one chunk of subnets (runs on whichever Dask worker Prefect hands it to)."""
     import torch
 
-    from ofa.data import load_dataset
-    from ofa.evaluate import EvalSettings
-    from ofa.predictor.dataset import measure_configs
-    from ofa.space import SubnetConfig
-    from ofa.train import load_supernet
-
     p = _params(params_path, preset)
     torch.set_num_threads(1)  # one thread per worker: the cluster provides the parallelism
-    net, _ = load_supernet(p, Path(p.train.checkpoint_dir) / f"{p.shrinking_order()[-1]}.pt")
-    if p.train.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    return measure_configs(net, [SubnetConfig.parse(c) for c in configs], load_dataset(p.data, p.space),
-                           EvalSettings.from_train(p.train), p.predictor.val_images,
-                           backend=p.predictor.backend)
+    return measure_checkpoint(p, paths.last_checkpoint(p), [SubnetConfig.parse(c) for c in configs])
 
 
 def dask_runner(params_path: str = "params.yaml", preset: str | None = None):
@@ -67,9 +59,6 @@ def dask_runner(params_path: str = "params.yaml", preset: str | None = None):
 def acc_dataset_dask(params_path: str = "params.yaml", preset: str | None = None,
                      chunks: int = 8, out: str | None = None) -> dict:
     """The accuracy dataset with subnets fanned out over the flow's task runner (Dask)."""
-    from ofa.predictor.dataset import sample_configs, write_dataset
-    from ofa.space import SearchSpace
-
     p = _params(params_path, preset)
     cfgs = [str(c) for c in sample_configs(SearchSpace(p.space), p.predictor.n_subnets,
                                            p.predictor.seed)]
@@ -90,8 +79,6 @@ def run_acc_dataset_on_dask(params_path: str = "params.yaml", preset: str | None
 
 @task(name="fit-predictor")
 def fit_predictor_task(params_path: str, preset: str | None = None) -> dict:
-    from ofa.predictor import fit_predictor
-
     report = fit_predictor(_params(params_path, preset))
     return {"chosen": report["chosen"], "rmse_points": report["predictor"]["rmse_points"],
             "kendall_tau": report["predictor"]["kendall_tau"]}
@@ -99,8 +86,6 @@ def fit_predictor_task(params_path: str, preset: str | None = None) -> dict:
 
 @task(name="latency-table", retries=2, retry_delay_seconds=5)
 def latency_task(params_path: str, device: str, preset: str | None = None) -> dict:
-    from ofa.latency import build_table, check_table
-
     p = _params(params_path, preset)
     path = build_table(p, device, show_progress=False)
     check = check_table(p, device)
@@ -109,25 +94,18 @@ def latency_task(params_path: str, device: str, preset: str | None = None) -> di
 
 @task(name="search")
 def search_task(params_path: str, device: str, preset: str | None = None) -> str:
-    from ofa.specialize import run_search
-
     return str(run_search(_params(params_path, preset), device))
 
 
 @task(name="export", retries=1, retry_delay_seconds=5)
 def export_task(params_path: str, device: str, preset: str | None = None) -> str:
-    from ofa.specialize import run_export
-
     p = _params(params_path, preset)
-    ckpt = Path(p.train.checkpoint_dir) / f"{p.shrinking_order()[-1]}.pt"
-    return str(run_export(p, device, ckpt))
+    return str(run_export(p, device, paths.last_checkpoint(p)))
 
 
 @task(name="report", retries=1, retry_delay_seconds=2)
 def report_task(params_path: str, preset: str | None = None,
                 evaluate_json: str = "reports/evaluate.json", out_dir: str = "reports") -> str:
-    from ofa.specialize import run_report
-
     run_report(_params(params_path, preset), None, Path(evaluate_json), Path(out_dir))
     return str(Path(out_dir) / "pareto.md")
 
@@ -167,10 +145,8 @@ def specialize_device(device: str, params_path: str = "params.yaml", preset: str
 
 
 def devices_without_table(params_path: str = "params.yaml", preset: str | None = None) -> list[str]:
-    from ofa.latency import table_path
-
     p = _params(params_path, preset)
-    return [d for d in p.devices if not table_path(p, d).is_file()]
+    return [d for d in p.devices if not paths.latency_table(p, d).is_file()]
 
 
 @flow(name="new-devices", log_prints=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -64,8 +65,6 @@ def staging_dir(folder: Path) -> Path:
 def publish_dir(staged: Path, folder: Path) -> None:
     """Put a completely written `staged` folder where `folder` was, by renames only: readers
     see the old folder or the new one, never a mix."""
-    import shutil
-
     os.chmod(staged, 0o755)
     old = folder.with_name(f".{folder.name}.old")
     shutil.rmtree(old, ignore_errors=True)

@@ -7,13 +7,13 @@ from typing import Optional
 
 import typer
 
+from ofa import paths
 from ofa.cli_app import app, load
 
 
-def _last_checkpoint(params, checkpoint: Optional[Path]) -> Path:
-    if checkpoint is not None:
-        return checkpoint
-    return Path(params.train.checkpoint_dir) / f"{params.shrinking_order()[-1]}.pt"
+def _checkpoint(params, checkpoint: Optional[Path]) -> Path:
+    """--checkpoint, else the last shrinking phase's."""
+    return checkpoint if checkpoint is not None else paths.last_checkpoint(params)
 
 
 @app.command("acc-dataset")
@@ -25,7 +25,7 @@ def acc_dataset(ctx: typer.Context,
     params = load(ctx)
     from ofa.predictor import build_acc_dataset
 
-    df = build_acc_dataset(params, _last_checkpoint(params, checkpoint), n=n,
+    df = build_acc_dataset(params, _checkpoint(params, checkpoint), n=n,
                            show_progress=progress)
     typer.echo(f"wrote {params.predictor.dataset_path} ({len(df)} subnets, accuracy "
                f"{100 * df['accuracy'].min():.2f}-{100 * df['accuracy'].max():.2f}%)")
@@ -88,7 +88,7 @@ def export(ctx: typer.Context, device: str = typer.Option(..., help="device from
     params = load(ctx, device=device)
     from ofa.specialize import run_export
 
-    typer.echo(f"wrote {run_export(params, device, _last_checkpoint(params, checkpoint))}")
+    typer.echo(f"wrote {run_export(params, device, _checkpoint(params, checkpoint))}")
 
 
 @app.command()

@@ -49,8 +49,10 @@ class TrainConfig:
     label_smoothing: float
     bn_calib_images: int
     eval_images: int  # validation images for per-epoch metrics (0 = whole split)
+    # runs the validation and test passes of `ofa-cli evaluate` and the export's test pass
+    eval_backend: Literal["torch", "onnxruntime"]
     final_eval_images: int = 0  # images per split for `ofa-cli evaluate` (0 = whole split)
-    processes: int = optional(1)  # local data-parallel training workers (ofa/launch.py)
+    processes: int = optional(2)  # local data-parallel training workers (ofa/launch.py)
     checkpoint_dir: str = optional("data/checkpoints")
     report_dir: str = optional("reports/train")
     seed: int = 0

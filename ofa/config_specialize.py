@@ -17,8 +17,8 @@ Backend = Literal["torch", "torchscript", "onnxruntime"]
 class PredictorConfig:
     """The accuracy dataset (measured subnets) and the MLP fitted on it."""
 
-    n_subnets: int = 250          # subnets measured for the dataset (min and max always included)
-    val_images: int = 5000        # validation images per subnet (0 = the whole split)
+    n_subnets: int = 200          # subnets measured for the dataset (min and max always included)
+    val_images: int = 0           # validation images per subnet (0 = the whole split)
     seed: int = 0
     hidden: int = 400             # the paper: 3 hidden layers of 400
     layers: int = 3
@@ -28,7 +28,7 @@ class PredictorConfig:
     weight_decay: float = 1.0e-4
     split: tuple[float, ...] = (0.7, 0.15, 0.15)  # train / validation / test, by config
     workers: int = optional(1)    # local processes measuring subnets (threads shared among them)
-    backend: Literal["torch", "onnxruntime"] = optional("torch")  # runs the validation pass
+    backend: Literal["torch", "onnxruntime"] = optional("onnxruntime")  # the validation pass
     dataset_path: str = optional("data/predictor/acc_dataset.parquet")
     weights_path: str = optional("data/predictor/mlp.safetensors")
     report_path: str = optional("reports/predictor.json")
@@ -76,7 +76,7 @@ class DeviceConfig:
 class LatencyConfig:
     warmup: int = 3
     repeats: int = 31             # timings per layer; the table keeps median and spread
-    min_seconds: float = optional(0.0)  # more rounds while the timed ones took less (fast devices)
+    min_seconds: float = optional(20.0)  # more rounds while the timed ones took less (fast devices)
     check_subnets: int = 50       # random full subnets timed end to end to check the table
     seed: int = 0
     calibration_subnets: int = optional(24)  # subnets timed end to end to fit scales and overhead

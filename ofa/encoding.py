@@ -6,8 +6,8 @@ depth index per stage, resolution index. `SubnetConfig` stays the type every fil
 uses; genes are the batched view of the same thing and convert both ways.
 
 Features (the paper's encoding): one-hot kernel and one-hot expand per block slot, all zeros
-for slots the depth skips, then a one-hot resolution. Depth is implied by the zero slots, so
-the features decode back to the canonical config.
+for slots the depth skips, then a one-hot resolution. Depth is implied by the zero slots:
+two subnets get the same features exactly when their canonical configs are equal.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Sequence
 
 import numpy as np
 
-from ofa.errors import OFAError
 from ofa.space import SearchSpace, SubnetConfig
 
 
@@ -151,25 +150,3 @@ def onehot_padded(lay: GeneLayout, genes: np.ndarray) -> np.ndarray:
 def encode(lay: GeneLayout, genes: np.ndarray) -> np.ndarray:
     """The paper's one-hot features, float32 (N, n_features); skipped slots are all zero."""
     return np.ascontiguousarray(onehot_padded(lay, genes)[:, :-1])
-
-
-def decode(lay: GeneLayout, features: np.ndarray) -> np.ndarray:
-    """Features back to canonical genes; refuses rows that no config encodes to."""
-    f = np.asarray(features)
-    n, nk, ne = f.shape[0], len(lay.kernels), len(lay.expands)
-    if f.shape[1] != lay.n_features:
-        raise OFAError(f"features have {f.shape[1]} columns, the space needs {lay.n_features}")
-    kf = f[:, :lay.n_slots * nk].reshape(n, lay.n_slots, nk)
-    ef = f[:, lay.n_slots * nk:lay.n_slots * (nk + ne)].reshape(n, lay.n_slots, ne)
-    rf = f[:, lay.n_slots * (nk + ne):]
-    on = kf.sum(-1) > 0
-    if not (np.all(on == (ef.sum(-1) > 0)) and np.all(rf.sum(-1) == 1)):
-        raise OFAError("features are not a valid one-hot subnet encoding")
-    per_stage = on.reshape(n, lay.n_stages, lay.max_depth)
-    depth = per_stage.sum(-1)
-    prefix = np.arange(lay.max_depth)[None, None, :] < depth[..., None]
-    if not np.all(prefix == per_stage) or not np.all(np.isin(depth, lay.depths)):
-        raise OFAError("features switch on block slots that no depth choice runs")
-    d_idx = np.searchsorted(np.asarray(lay.depths), depth)
-    genes = np.concatenate([kf.argmax(-1), ef.argmax(-1), d_idx, rf.argmax(-1)[:, None]], axis=1)
-    return canonical_genes(lay, genes)

@@ -1,5 +1,7 @@
 """The one exception type the CLI turns into a clean one-line message."""
 
+import dataclasses
+
 
 class OFAError(Exception):
     """A problem with the user's input or files, explained in one line."""
@@ -14,6 +16,4 @@ def require(ok: bool, key: str, why: str) -> None:
 def optional(default):
     """A params field that may be left out of params.yaml (every other key is required, even
     where the dataclass has a default for code that builds configs directly)."""
-    import dataclasses
-
     return dataclasses.field(default=default, metadata={"optional": True})

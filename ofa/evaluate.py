@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ofa import paths
 from ofa.bn import recalibrate
+from ofa.checkpoint import atomic_write_text
 from ofa.config import Params, TrainConfig
-from ofa.data import Dataset, Split, batches, to_input
+from ofa.data import Dataset, Split, batches, load_dataset, to_input
+from ofa.inference import accuracy, split_hits
 from ofa.nn.static import count_macs, count_params
 from ofa.nn.supernet import OFAMobileNetV3
-from ofa.space import SubnetConfig
+from ofa.progress import make_progress
+from ofa.space import SearchSpace, SubnetConfig
+from ofa.weights import load_for_inference
 
 CALIB_SEED = 1234  # the calibration images are a fixed sample of the training split
 
@@ -34,25 +39,6 @@ def calibration_inputs(data: Dataset, resolution: int, s: EvalSettings) -> list[
     gen = torch.Generator().manual_seed(CALIB_SEED)
     return [to_input(x, resolution, data.mean, data.std, s.channels_last)
             for x, _ in batches(data.train, s.batch_size, generator=gen, limit=s.calib_images)]
-
-
-@torch.no_grad()
-def fold_bn(model: nn.Module) -> nn.Module:
-    """An eval-only copy with every BN that follows a conv folded into the conv's weights and
-    bias: the same function (to float rounding) without a pass over every activation per BN,
-    ~15-50% faster inference here. The model itself is left as it is."""
-    model = copy.deepcopy(model).eval()
-    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        for i in range(len(seq) - 1):
-            conv, bn = seq[i], seq[i + 1]
-            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
-                continue
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-            conv.weight.mul_(scale.view(-1, 1, 1, 1))
-            conv.bias = nn.Parameter(bn.bias + (bias - bn.running_mean) * scale)
-            seq[i + 1] = nn.Identity()
-    return model
 
 
 class InputCache:
@@ -81,22 +67,11 @@ class InputCache:
         return self._memo[key]
 
 
-@torch.no_grad()
-def hits(model: nn.Module, labelled: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Per image, whether the model's top-1 is right (BN folded for speed)."""
-    model = fold_bn(model)
-    out = [model(x).argmax(1) == y for x, y in labelled]
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
-
-
 def top1(model: nn.Module, split: Split, resolution: int, data: Dataset, s: EvalSettings,
          limit: int = 0, backend: str = "torch") -> float:
-    from ofa.evaluate_onnx import split_hits
-
     labelled = [(to_input(x, resolution, data.mean, data.std, s.channels_last), y)
                 for x, y in batches(split, s.batch_size, limit=limit)]
-    right = split_hits(model, [labelled], backend, torch.get_num_threads())[0]
-    return int(right.sum()) / max(len(right), 1)
+    return accuracy(split_hits(model, [labelled], backend)[0])
 
 
 def prepare_subnet(supernet: OFAMobileNetV3, cfg: SubnetConfig, data: Dataset,
@@ -113,36 +88,25 @@ def evaluate_subnet(supernet: OFAMobileNetV3, cfg: SubnetConfig, data: Dataset, 
                     splits: tuple[str, ...] = ("val",), limit: int = 0,
                     inputs: InputCache | None = None, backend: str = "torch") -> dict:
     """BN-recalibrated top-1 of one subnet per split; pass one `inputs` for many subnets.
-    `backend` runs the passes over the splits (onnxruntime: ofa/evaluate_onnx.py)."""
-    from ofa.evaluate_onnx import split_hits
-
+    `backend` runs the passes over the splits (ofa/inference.py)."""
     inputs = inputs or InputCache(data, s)
     net = prepare_subnet(supernet, cfg, data, s, inputs)
     row = {"config": str(cfg), "resolution": cfg.r, "params": count_params(net),
            "macs": count_macs(net, cfg.r, supernet.space.cfg.in_channels)}
-    passes = split_hits(net, [inputs.split(name, cfg.r, limit) for name in splits], backend,
-                        torch.get_num_threads())
+    passes = split_hits(net, [inputs.split(name, cfg.r, limit) for name in splits], backend)
     for name, right in zip(splits, passes):
-        row[f"{name}_acc"] = int(right.sum()) / max(len(right), 1)
+        row[f"{name}_acc"] = accuracy(right)
     return row
 
 
 def evaluate_checkpoint(params: Params, path: Path, extra: list[str],
                         splits: tuple[str, ...], show_progress: bool = True) -> list[dict]:
     """min/mid/max subnets at every resolution, plus any given configs, on the given splits."""
-    from ofa.data import load_dataset
-    from ofa.progress import make_progress
-    from ofa.train import load_supernet
-
-    from ofa.space import SearchSpace
-
     space = SearchSpace(params.space)
     jobs = [(name, getattr(space, f"{name}_config")(r))
             for name in ("min", "mid", "max") for r in params.space.resolutions]
     jobs += [(f"given{i}", space.validate(SubnetConfig.parse(t))) for i, t in enumerate(extra)]
-    net, _ = load_supernet(params, path)
-    if params.train.channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    net = load_for_inference(params, path)
     data = load_dataset(params.data, params.space)
     settings = EvalSettings.from_train(params.train)
     rows, inputs = [], InputCache(data, settings)
@@ -151,7 +115,7 @@ def evaluate_checkpoint(params: Params, path: Path, extra: list[str],
         for name, cfg in jobs:
             rows.append({"name": name, **evaluate_subnet(net, cfg, data, settings, splits,
                                                          params.train.final_eval_images,
-                                                         inputs, params.predictor.backend)})
+                                                         inputs, params.train.eval_backend)})
             bar.update(task, advance=1, info=f"{name} r{cfg.r}")
     return rows
 
@@ -161,10 +125,6 @@ def run_evaluate(params: Params, checkpoint: Path, extra: list[str], splits: tup
     """Evaluate (as evaluate_checkpoint) and write `output` (JSON) and its .md summary, whose
     training table lists the phases that led to `phase` (default: the last shrinking phase),
     not an ablation that branched off."""
-    import json
-
-    from ofa.checkpoint import atomic_write_text
-
     rows = evaluate_checkpoint(params, checkpoint, extra, splits, show_progress)
     output = Path(output)
     atomic_write_text(output, json.dumps({"checkpoint": str(checkpoint), "rows": rows}, indent=2))
@@ -176,11 +136,9 @@ def run_evaluate(params: Params, checkpoint: Path, extra: list[str], splits: tup
 def training_reports(params: Params, phase: str | None = None) -> list[dict]:
     """The training reports (where written) of the phases that led to `phase` (default: the
     last shrinking phase), in order; an ablation that branched off is not among them."""
-    import json
-
     names = params.chain(phase) if phase else params.shrinking_order()
     return [json.loads(p.read_text()) for name in names
-            if (p := Path(params.train.report_dir) / f"{name}.json").is_file()]
+            if (p := paths.train_report(params, name)).is_file()]
 
 
 def markdown_summary(checkpoint: Path, rows: list[dict], splits: tuple[str, ...],

@@ -16,7 +16,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ofa.checkpoint import publish_dir, safetensors_bytes, staging_dir
+from ofa.data import to_input
 from ofa.errors import OFAError
+from ofa.evaluate import prepare_subnet, top1
+from ofa.nn.static import count_macs, count_params
+from ofa.nn.supernet import OFAMobileNetV3
 from ofa.space import SearchSpace, SubnetConfig
 
 ONNX_TOLERANCE = 1e-4
@@ -26,8 +31,6 @@ WEIGHTS, CONFIG, TORCHSCRIPT, ONNX = ("model.safetensors", "config.json", "model
 
 def build_static(space: SearchSpace, cfg: SubnetConfig) -> nn.Module:
     """The static architecture of `cfg` (weights to be loaded), built from torchvision ops."""
-    from ofa.nn.supernet import OFAMobileNetV3
-
     return OFAMobileNetV3(space).export(space.validate(cfg)).eval()
 
 
@@ -71,7 +74,6 @@ def write_model(model: nn.Module, cfg: SubnetConfig, space: SearchSpace, folder:
     """Write the three formats into `folder` (atomically) and verify ONNX; returns its record."""
     model = model.eval().to(memory_format=torch.contiguous_format)
     x = check_inputs.contiguous().float()
-    from ofa.checkpoint import publish_dir, safetensors_bytes, staging_dir
 
     folder = Path(folder)
     tmp = staging_dir(folder)
@@ -111,10 +113,6 @@ def export_choice(supernet: nn.Module, cfg: SubnetConfig, folder: Path, data, se
                   backend: str = "torch") -> dict:
     """BN-recalibrate, write all formats, verify ONNX on test images, measure accuracy (its
     pass run by `backend`) and latency."""
-    from ofa.data import to_input
-    from ofa.evaluate import prepare_subnet, top1
-    from ofa.nn.static import count_macs, count_params
-
     net = prepare_subnet(supernet, cfg, data, settings)
     space: SearchSpace = supernet.space
     images = data.test.images[:check_images]

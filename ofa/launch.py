@@ -1,10 +1,10 @@
 """Local data-parallel training: `train.processes` workers of `ofa-cli train` on this machine.
 
 What `torchrun --standalone --nproc_per_node N -m ofa.cli train ...` does, started by the CLI
-(and the Prefect flow) itself so that the DVC stage stays one plain command. Measured on the
-project's 2-core CPU: two 1-thread workers train 18-34% more images/s than one 2-thread
-process (small subnets gain most: a second intra-op thread helps their tiny convolutions
-little), so the default params use 2. Only rank 0 prints; a failing worker stops the others
+(and the Prefect flow) itself so that the DVC stage stays one plain command. On a 2-core CPU
+two 1-thread workers train faster than one 2-thread process (a second intra-op thread helps
+small subnets' tiny convolutions little; figures in reports/RESULTS.md), so the default params
+use 2. Only rank 0 prints; a failing worker stops the others
 and its exit code (and, if rank 0 said nothing, its last error line) is what the caller sees;
 when another rank fails first, rank 0 gets a few seconds to fail on its own, so an error that
 every rank hits (bad input) is reported once, in rank 0's words.
@@ -12,6 +12,7 @@ every rank hits (bad input) is reported once, in rank 0's words.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,9 +20,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from ofa import paths
+from ofa.config import Params
+from ofa.distributed import init_distributed
 from ofa.errors import OFAError
+from ofa.train import train_phase
 
 WORLD_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
               "MASTER_PORT", "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
@@ -127,9 +133,36 @@ def launch_workers(processes: int, args: list[str], poll_s: float = 0.2) -> int:
             raise
 
 
-def run_training(params_path: Path, preset: str | None, phase: str, processes: int,
-                 progress: bool) -> None:
-    """Train `phase` in `processes` local workers; an OFAError if any of them failed."""
-    code = launch_workers(processes, worker_args(params_path, preset, phase, progress))
-    if code != 0:
-        raise OFAError(f"training phase {phase} failed in its workers (exit code {code})")
+class WorkersFailed(OFAError):
+    """A training worker failed; it has already said why (its `error:` line)."""
+
+    def __init__(self, phase: str, code: int) -> None:
+        super().__init__(f"training phase {phase} failed in its workers (exit code {code})")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class TrainedPhase:
+    checkpoint: Path
+    report: Path
+    history: list[dict]
+    in_workers: bool  # trained by local workers (rank 0 printed what it wrote)
+
+
+def run_phase(params: Params, params_path: Path, preset: str | None, phase: str,
+              progress: bool) -> TrainedPhase:
+    """Train `phase` in `train.processes` local workers unless this process already is one
+    (ours or torchrun's) or one process is asked for; then here. WorkersFailed if a worker
+    failed."""
+    if params.train.processes > 1 and not in_world():
+        code = launch_workers(params.train.processes,
+                              worker_args(params_path, preset, phase, progress))
+        if code != 0:
+            raise WorkersFailed(phase, code)
+        report = paths.train_report(params, phase)
+        return TrainedPhase(paths.checkpoint(params, phase), report,
+                            json.loads(report.read_text())["history"], True)
+    # imported here: the launching process itself never needs torch
+
+    result = train_phase(params, phase, init_distributed(), show_progress=progress)
+    return TrainedPhase(result.checkpoint, result.report, result.history, False)

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ofa.checkpoint import atomic_write, atomic_write_text
+from ofa.contracts import ParetoRows, validate_records
 from ofa.errors import OFAError
 
 COLUMNS = ("constraint", "config", "pred. acc %", "test acc %", "pred. ms", "measured ms",
@@ -55,7 +57,6 @@ def load_device_report(export_json: Path, evaluate_json: Path,
         device = str(record["device"])
     except (KeyError, TypeError) as exc:
         raise OFAError(f"export record {export_json} lacks {exc}") from None
-    from ofa.contracts import ParetoRows, validate_records
 
     validate_records(rows, ParetoRows, f"export record {export_json}")
     drift = record.get("drift")
@@ -131,8 +132,6 @@ def _plot(rep: DeviceReport, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ofa.checkpoint import atomic_write
-
     fig, ax = plt.subplots(figsize=(7, 5))
     if rep.sampled:
         ax.scatter([s["latency_ms"] for s in rep.sampled], [100 * s["accuracy"] for s in rep.sampled],
@@ -157,8 +156,6 @@ def _plot(rep: DeviceReport, path: Path) -> None:
 def write_report(reports: list[DeviceReport], out_dir: Path,
                  rank_agreement: dict[str, float] | None = None) -> dict:
     """Write pareto.md, pareto.json and one PNG per device; returns the JSON summary."""
-    from ofa.checkpoint import atomic_write_text
-
     if not reports:
         raise OFAError("no device has exported subnets yet: run `ofa-cli export --device NAME`")
     out_dir = Path(out_dir)

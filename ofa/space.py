@@ -8,12 +8,13 @@ resolution. It round-trips through JSON and a compact string such as
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass
 from typing import Sequence
 
-from ofa.config import PhaseConfig, SpaceConfig
+from ofa.config import PhaseConfig, SpaceConfig, to_dict
 from ofa.errors import OFAError
 
 
@@ -86,10 +87,6 @@ class SearchSpace:
 
     def fingerprint(self) -> str:
         """Identifies the space in artifacts (predictor, latency tables) so a mismatch is refused."""
-        import hashlib
-
-        from ofa.config import to_dict
-
         text = json.dumps(to_dict(self.cfg), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -170,28 +167,3 @@ class SearchSpace:
             tuple(rng.choice(ch.depth) for _ in range(self.n_stages)),
             r if r is not None else rng.choice(ch.resolution),
         )
-
-    def mutate(self, cfg: SubnetConfig, rng: random.Random, prob: float = 0.1,
-               resolution_prob: float = 0.5) -> SubnetConfig:
-        """Resample each gene with probability `prob` (resolution with `resolution_prob`)."""
-        c = self.cfg
-
-        def pick(v: int, options: Sequence[int], p: float) -> int:
-            return rng.choice(options) if rng.random() < p else v
-
-        return SubnetConfig(
-            tuple(pick(k, c.kernel_choices, prob) for k in cfg.ks),
-            tuple(pick(e, c.expand_choices, prob) for e in cfg.e),
-            tuple(pick(d, c.depth_choices, prob) for d in cfg.d),
-            pick(cfg.r, c.resolutions, resolution_prob),
-        )
-
-    @staticmethod
-    def crossover(a: SubnetConfig, b: SubnetConfig, rng: random.Random) -> SubnetConfig:
-        """Each gene from either parent with equal probability."""
-
-        def mix(x: Sequence[int], y: Sequence[int]) -> tuple[int, ...]:
-            return tuple(u if rng.random() < 0.5 else v for u, v in zip(x, y))
-
-        return SubnetConfig(mix(a.ks, b.ks), mix(a.e, b.e), mix(a.d, b.d),
-                            a.r if rng.random() < 0.5 else b.r)

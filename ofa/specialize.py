@@ -8,27 +8,35 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
+import numpy as np
+
+from ofa import paths
+from ofa.checkpoint import atomic_write_text, publish_dir, staging_dir
 from ofa.config import Params
+from ofa.contracts import ParetoRows, SearchResults, validate_records
+from ofa.data import load_dataset
+from ofa.encoding import GeneLayout, from_genes, to_genes
 from ofa.errors import OFAError
+from ofa.evaluate import EvalSettings
+from ofa.export import build_static, constraint_dirname, export_choice
+from ofa.latency import LatencyModel, device_rank_agreement, end_to_end_ms, speed_drift
+from ofa.latency.measure import torch_threads
+from ofa.predictor import load_predictor, read_dataset
+from ofa.report import load_device_report, write_report
+from ofa.search.evolution import Constraint, evolve, feasible
+from ofa.search.nsga import nsga2
 from ofa.space import SearchSpace, SubnetConfig
+from ofa.weights import load_supernet
 
 SEARCH_FORMAT = "ofa-search/1"
-
-
-def search_path(params: Params, device: str) -> Path:
-    return Path(params.search.output_dir) / f"{device}.json"
-
-
-def export_dir(params: Params, device: str) -> Path:
-    return Path(params.search.models_dir) / device
 
 
 def latency_limits(params: Params, device: str, model, layout) -> list[float]:
     """The device's latency limits in ms: `latency_ms` as given, then each `latency_frac`
     resolved between its fastest and slowest subnet as its table predicts (4 digits)."""
-    import numpy as np
 
     dev = params.device(device)
     limits = list(dev.latency_ms)
@@ -40,7 +48,6 @@ def latency_limits(params: Params, device: str, model, layout) -> list[float]:
 
 
 def _constraints(params: Params, device: str, model, layout) -> list:
-    from ofa.search.evolution import Constraint
 
     dev = params.device(device)
     out = [Constraint("latency_ms", model.predict_genes, limit)
@@ -55,22 +62,16 @@ def _constraints(params: Params, device: str, model, layout) -> list:
 
 def run_search(params: Params, device: str, pareto: bool = True) -> Path:
     """Best predicted subnet per constraint (regularized evolution) plus the NSGA-II front."""
-    from ofa.checkpoint import atomic_write_text
-    from ofa.contracts import SearchResults, validate_records
-    from ofa.encoding import GeneLayout
-    from ofa.latency import LatencyModel, table_path
-    from ofa.latency.measure import torch_threads
-    from ofa.predictor import load_predictor
 
     params.device(device)
     space = SearchSpace(params.space)
     layout = GeneLayout.of(space)
     predictor = load_predictor(params, Path(params.predictor.weights_path))
-    model = LatencyModel.load(table_path(params, device), space)
+    model = LatencyModel.load(paths.latency_table(params, device), space)
     with torch_threads(params.search.threads):
         results, front = _search_all(params, device, space, layout, predictor, model, pareto)
     validate_records(results, SearchResults, f"search results of {device}")
-    out = search_path(params, device)
+    out = paths.search_result(params, device)
     atomic_write_text(out, json.dumps({"format": SEARCH_FORMAT, "device": device,
                                        "space": space.fingerprint(), "results": results,
                                        "pareto_front": front}, indent=2))
@@ -82,11 +83,7 @@ def _search_all(params: Params, device: str, space: SearchSpace, layout, predict
     """One evolution per constraint, then each constraint takes the best predicted subnet
     among everything found that meets it (so a looser limit never gets a worse pick), and
     the NSGA-II front over (accuracy, latency)."""
-    import numpy as np
 
-    from ofa.encoding import from_genes
-    from ofa.search.evolution import evolve, feasible
-    from ofa.search.nsga import nsga2
 
     constraints = _constraints(params, device, model, layout)
     found = [evolve(layout, predictor.predict_genes, [c], params.search) for c in constraints]
@@ -112,7 +109,7 @@ def _search_all(params: Params, device: str, space: SearchSpace, layout, predict
 
 
 def read_search(params: Params, device: str) -> dict:
-    path = search_path(params, device)
+    path = paths.search_result(params, device)
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
@@ -123,7 +120,6 @@ def read_search(params: Params, device: str) -> dict:
         raise OFAError(f"{path} is not a search result ({SEARCH_FORMAT})")
     if record.get("space") != SearchSpace(params.space).fingerprint():
         raise OFAError(f"{path} was searched in another search space; rerun the search")
-    from ofa.contracts import SearchResults, validate_records
 
     validate_records(record.get("results") or [], SearchResults, f"search result {path}")
     if not record.get("results"):
@@ -139,14 +135,7 @@ def baseline_configs(space: SearchSpace) -> list[tuple[str, SubnetConfig]]:
 
 def run_export(params: Params, device: str, checkpoint: Path) -> Path:
     """Export every searched subnet for the device; time them and the baselines there."""
-    import shutil
 
-    from ofa.checkpoint import atomic_write_text, publish_dir, staging_dir
-    from ofa.data import load_dataset
-    from ofa.evaluate import EvalSettings
-    from ofa.export import build_static, constraint_dirname, export_choice
-    from ofa.latency import end_to_end_ms, speed_drift
-    from ofa.train import load_supernet
 
     dev = params.device(device)
     record = read_search(params, device)
@@ -161,7 +150,7 @@ def run_export(params: Params, device: str, checkpoint: Path) -> Path:
 
     # The device's whole folder is staged and swapped in at the end: a failure part-way (an
     # ONNX mismatch, a disk error) leaves the previous export as it was, never a mix.
-    folder = export_dir(params, device)
+    folder = paths.export_dir(params, device)
     staged = staging_dir(folder)
     try:
         chosen = []
@@ -171,14 +160,13 @@ def run_export(params: Params, device: str, checkpoint: Path) -> Path:
             rec = export_choice(net, cfg, staged / name, data, settings, measure,
                                 extra={"device": device},
                                 test_images=params.train.final_eval_images,
-                                backend=params.predictor.backend)
+                                backend=params.train.eval_backend)
             chosen.append(row | {"test_acc": rec["test_acc"], "measured_latency_ms":
                                  rec["measured_latency_ms"], "folder": str(folder / name)})
         baselines = [{"name": name, "config": str(cfg), "resolution": cfg.r,
                       "measured_latency_ms": measure(build_static(space, cfg), cfg.r)}
                      for name, cfg in baseline_configs(space)]
         drift = speed_drift(params, device)   # right after the timings it qualifies
-        from ofa.contracts import ParetoRows, validate_records
 
         validate_records(chosen, ParetoRows, f"export of {device}")
         atomic_write_text(staged / "export.json", json.dumps(
@@ -195,12 +183,11 @@ def run_report(params: Params, devices: list[str] | None = None,
                evaluate_json: Path = Path("reports/evaluate.json"),
                out_dir: Path = Path("reports")) -> list:
     """Pareto report over every device that has exported subnets (or the given ones)."""
-    from ofa.report import load_device_report, write_report
 
-    names = devices or [d for d in params.devices if (export_dir(params, d) / "export.json").is_file()]
+    names = devices or [d for d in params.devices if paths.export_record(params, d).is_file()]
     for d in names:
         params.device(d)
-    reports = [load_device_report(export_dir(params, d) / "export.json", evaluate_json,
+    reports = [load_device_report(paths.export_record(params, d), evaluate_json,
                                   _sampled(params, d)) for d in names]
     write_report(reports, out_dir, _rank_agreement(params, names))
     return reports
@@ -208,24 +195,20 @@ def run_report(params: Params, devices: list[str] | None = None,
 
 def _rank_agreement(params: Params, names: list[str]) -> dict[str, float]:
     """Kendall tau of the devices' table latencies (and MACs) over 500 random subnets."""
-    from ofa.latency import device_rank_agreement, table_path
 
-    have = [d for d in names if table_path(params, d).is_file()]
+    have = [d for d in names if paths.latency_table(params, d).is_file()]
     return device_rank_agreement(params, have, macs=True) if have else {}
 
 
 def _sampled(params: Params, device: str) -> list[dict]:
     """The accuracy dataset's subnets with their predicted latency on the device (plot cloud)."""
-    from ofa.latency import LatencyModel, table_path
 
-    from ofa.encoding import to_genes
-    from ofa.predictor import read_dataset
 
     path = Path(params.predictor.dataset_path)
-    if not path.is_file() or not table_path(params, device).is_file():
+    if not path.is_file() or not paths.latency_table(params, device).is_file():
         return []
     space = SearchSpace(params.space)
     df, configs = read_dataset(params, path)
     genes = to_genes(space, configs)
-    lat = LatencyModel.load(table_path(params, device), space).predict_genes(genes)
+    lat = LatencyModel.load(paths.latency_table(params, device), space).predict_genes(genes)
     return [{"accuracy": float(a), "latency_ms": float(t)} for a, t in zip(df["accuracy"], lat)]

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ofa import paths
 from ofa.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from ofa.config import Params, to_dict
 from ofa.data import Dataset, augment, batches, load_dataset, to_input
@@ -33,6 +34,7 @@ from ofa.nn.supernet import OFAMobileNetV3
 from ofa.progress import make_progress
 from ofa.seeding import derive_seed, torch_seed
 from ofa.space import Choices, SearchSpace, SubnetConfig
+from ofa.weights import load_supernet, load_weights
 
 
 @dataclass(frozen=True)
@@ -73,43 +75,16 @@ def build_optimizer(model: nn.Module, params: Params, lr: float) -> torch.optim.
                            lr=lr, momentum=tc.momentum, nesterov=tc.nesterov)
 
 
-def checkpoint_path(params: Params, phase: str) -> Path:
-    return Path(params.train.checkpoint_dir) / f"{phase}.pt"
-
-
-def resume_path(params: Params, phase: str) -> Path:
-    return Path(params.train.checkpoint_dir) / ".resume" / f"{phase}.pt"
-
-
 def fingerprint(params: Params, phase: str) -> str:
     relevant = {"data": to_dict(params.data), "space": to_dict(params.space),
                 "train": to_dict(params.train), "phase": to_dict(params.phase(phase))}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
-def load_weights(module: nn.Module, state: dict, path: Path) -> None:
-    """load_state_dict, with a mismatch reported as one line naming the checkpoint."""
-    try:
-        module.load_state_dict(state)
-    except (RuntimeError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OFAError(f"checkpoint {path} does not fit the supernet params.yaml describes "
-                       f"({first[:160]})") from None
-
-
-def load_supernet(params: Params, path: Path) -> tuple[OFAMobileNetV3, dict]:
-    """A supernet with the weights of a finished phase's checkpoint."""
-    space = SearchSpace(params.space)
-    payload = load_checkpoint(path, to_dict(params.space))
-    net = OFAMobileNetV3(space)
-    load_weights(net, payload["model"], path)
-    return net, payload["meta"]
-
-
 def _starting_point(params: Params, phase: str, net: OFAMobileNetV3,
                     opt: torch.optim.Optimizer, log) -> tuple[int, list[dict]]:
     """Resume from the phase's own last complete epoch, else start from `init_from`."""
-    rpath = resume_path(params, phase)
+    rpath = paths.resume_state(params, phase)
     if rpath.is_file():
         payload = load_checkpoint(rpath, to_dict(params.space))
         if payload["meta"].get("fingerprint") == fingerprint(params, phase):
@@ -120,7 +95,7 @@ def _starting_point(params: Params, phase: str, net: OFAMobileNetV3,
         log(f"ignoring {rpath}: its params differ from params.yaml; starting phase {phase} afresh")
     ph = params.phase(phase)
     if ph.init_from is not None:
-        src = checkpoint_path(params, ph.init_from)
+        src = paths.checkpoint(params, ph.init_from)
         if not src.is_file():
             raise OFAError(f"phase {phase} starts from {src}, which does not exist yet: "
                            f"run `ofa-cli train --phase {ph.init_from}` first")
@@ -173,7 +148,7 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
         raise OFAError(f"phase {phase}: fewer images per epoch than one batch ({tc.batch_size})")
     total, warmup = ph.epochs * steps, int(ph.warmup_epochs * steps)
     settings = EvalSettings.from_train(tc)
-    report = Path(tc.report_dir) / f"{phase}.json"
+    report = paths.train_report(params, phase)
     with make_progress(show_progress and ctx.is_main) as bar:
         for epoch in range(start_epoch, ph.epochs):
             net.train()
@@ -228,19 +203,19 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
                 row["eval_seconds"] = time.perf_counter() - t_eval
                 history.append(row)
                 meta = _meta(params, phase, epoch + 1, history, ctx.world)
-                save_checkpoint(resume_path(params, phase), net.state_dict(), meta, opt.state_dict())
+                save_checkpoint(paths.resume_state(params, phase), net.state_dict(), meta, opt.state_dict())
                 _write_report(report, phase, history, complete=False)
                 log(f"{phase} epoch {epoch + 1}: " + ", ".join(
                     f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float)))
             barrier(ctx)
-    final = checkpoint_path(params, phase)
+    final = paths.checkpoint(params, phase)
     if ctx.is_main:
         meta = _meta(params, phase, ph.epochs, history, ctx.world) | {"complete": True}
         save_checkpoint(final, net.state_dict(), meta)
         _write_report(report, phase, history, complete=True)
-        resume_path(params, phase).unlink(missing_ok=True)
+        paths.resume_state(params, phase).unlink(missing_ok=True)
         try:
-            resume_path(params, phase).parent.rmdir()  # only if no other phase is mid-run
+            paths.resume_state(params, phase).parent.rmdir()  # only if no other phase is mid-run
         except OSError:
             pass
     barrier(ctx)
@@ -256,7 +231,7 @@ def _accumulating(model: nn.Module, last: bool) -> AbstractContextManager:
 
 
 def _teacher_path(params: Params, phase: str) -> Path:
-    path = checkpoint_path(params, "teacher")
+    path = paths.checkpoint(params, "teacher")
     if phase == "teacher" or not path.is_file():
         raise OFAError(f"phase {phase} distils from {path}, which does not exist yet: "
                        "run `ofa-cli train --phase teacher` first")

@@ -7,12 +7,20 @@ with one message naming the failed expectation. GX is imported only here (it is 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
+from ofa import paths
+from ofa.checkpoint import atomic_write_text, publish_dir, staging_dir
+from ofa.data import load_dataset
 from ofa.errors import OFAError
+from ofa.latency import read_table
+from ofa.latency.layers import enumerate_layers
+from ofa.space import SearchSpace
 
 REPORT_DIR = Path("reports/validation")
 MANIFEST = Path("data/manifest.json")
@@ -30,11 +38,7 @@ def run_suite(name: str, df: pd.DataFrame, spec: list[tuple[str, dict]],
     """Validate `df` against the expectations; write `<name>.json` and the Great Expectations
     Data Docs site `<name>/index.html` (suite and validation result pages); raise on the
     first failed expectation."""
-    import shutil
-
     import great_expectations as gx
-
-    from ofa.checkpoint import atomic_write_text, publish_dir, staging_dir
 
     out_dir = Path(out_dir)
     ctx = gx.get_context(mode="ephemeral")
@@ -166,8 +170,6 @@ def validate_raw_data(data, out_dir: Path = REPORT_DIR, num_classes: int | None 
 def data_manifest(data) -> dict:
     """Sizes and content digests of the splits the gate passed: what training depends on in
     DVC, so a change of the gate's own checks never retrains, a change of the data always does."""
-    import hashlib
-
     out = {}
     for split in ("train", "val", "test"):
         s = getattr(data, split)
@@ -181,13 +183,7 @@ def gate(params, what: str, device: str | None = None, out_dir: Path = REPORT_DI
          manifest: Path = MANIFEST) -> dict:
     """Run one gate on the pipeline's artifact: 'data' (which also writes the data manifest
     once it passes), 'acc-dataset' or 'latency'."""
-    from ofa.space import SearchSpace
-
-    space = SearchSpace(params.space)
     if what == "data":
-        from ofa.checkpoint import atomic_write_text
-        from ofa.data import load_dataset
-
         data = load_dataset(params.data)  # unchecked: the suite reports what does not fit
         res = validate_raw_data(data, out_dir, params.space.num_classes, params.data.val_size)
         atomic_write_text(Path(manifest), json.dumps(data_manifest(data), indent=2))
@@ -200,15 +196,14 @@ def gate(params, what: str, device: str | None = None, out_dir: Path = REPORT_DI
             df = pd.read_parquet(path)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
             raise OFAError(f"accuracy dataset {path} is not a parquet file ({exc})") from None
+        space = SearchSpace(params.space)
         return validate_acc_dataset(df, str(space.canonical(space.min_config())),
                                     str(space.max_config()), out_dir)
     if what == "latency":
         if device is None:
             raise OFAError("the latency gate needs --device")
-        from ofa.latency import read_table, table_path
-        from ofa.latency.layers import enumerate_layers
-
         params.device(device)
-        df, _ = read_table(table_path(params, device))
-        return validate_latency_table(df, [s.key for s in enumerate_layers(space)], device, out_dir)
+        df, _ = read_table(paths.latency_table(params, device))
+        layers = enumerate_layers(SearchSpace(params.space))
+        return validate_latency_table(df, [s.key for s in layers], device, out_dir)
     raise OFAError(f"unknown gate {what!r} (use data, acc-dataset, latency)")

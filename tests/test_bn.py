@@ -108,7 +108,7 @@ def test_no_batches_is_an_error_and_restores_state(supernet, space):
 def test_folding_bn_keeps_the_function(supernet, space, seed):
     import random
 
-    from ofa.evaluate import fold_bn
+    from ofa.inference import fold_bn
 
     cfg = space.sample(random.Random(seed))
     net = supernet.export(cfg).eval()

@@ -242,3 +242,44 @@ def test_naive_ablation_has_the_shrinking_budget(params):
     chain = params.shrinking_order()[1:]
     assert passes("naive") == sum(passes(p) for p in chain)
     assert params.phase("naive").sort_channels and params.phase("naive").init_from == "teacher"
+
+
+def _default_mismatches(tp, raw, key: str) -> list[str]:
+    """Dotted keys where a dataclass default differs from the value params.yaml gives."""
+    import dataclasses
+    import typing
+
+    from ofa.config import to_dict
+
+    out = []
+    if dataclasses.is_dataclass(tp) and isinstance(raw, dict):
+        hints = typing.get_type_hints(tp)
+        for f in dataclasses.fields(tp):
+            sub = f"{key}.{f.name}".lstrip(".")
+            if f.name not in raw:
+                continue
+            if f.default is not dataclasses.MISSING and not dataclasses.is_dataclass(f.default) \
+                    and to_dict(f.default) != raw[f.name]:
+                out.append(f"{sub}: default {f.default!r}, params.yaml {raw[f.name]!r}")
+            out += _default_mismatches(hints[f.name], raw[f.name], sub)
+    elif typing.get_origin(tp) is tuple and isinstance(raw, list):
+        out += [m for i, v in enumerate(raw)
+                for m in _default_mismatches(typing.get_args(tp)[0], v, f"{key}[{i}]")]
+    return out
+
+
+def test_dataclass_defaults_agree_with_params_yaml(raw):
+    """One source of defaults: where a config dataclass has a default and params.yaml sets the
+    key, they agree (code that builds a config directly gets what the pipeline runs). Entries
+    of `phases:` and `devices:` differ from each other by design, so their optional fields'
+    defaults mean "left out" and are not compared."""
+    from ofa.config import Params
+
+    assert _default_mismatches(Params, raw, "") == []
+
+
+def test_a_disagreeing_default_is_found():
+    from ofa.config_specialize import PredictorConfig
+
+    found = _default_mismatches(PredictorConfig, {"n_subnets": PredictorConfig.n_subnets + 1}, "predictor")
+    assert len(found) == 1 and found[0].startswith("predictor.n_subnets")

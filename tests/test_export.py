@@ -58,7 +58,7 @@ def test_exported_formats_match_the_supernet(plain_supernet, space, data, tmp_pa
 
 @pytest.mark.parametrize("seed", SEEDS[:2])
 def test_onnx_runtime_counts_what_torch_counts(plain_supernet, space, data, tmp_path, seed):
-    """predictor.backend: onnxruntime runs the val/test passes of `evaluate` and the export's
+    """train.eval_backend: onnxruntime runs the val/test passes of `evaluate` and the export's
     test accuracy; the images counted right agree with torch's up to a near-tie."""
     from ofa.evaluate import evaluate_subnet
 

@@ -15,7 +15,8 @@ from ofa.config import load_params
 from ofa.encoding import to_genes
 from ofa.errors import OFAError
 from ofa.latency import (LatencyModel, build_table, check_table, device_rank_agreement,
-                         end_to_end_ms, read_table, table_path, write_layer_list)
+                         end_to_end_ms, read_table, write_layer_list)
+from ofa.paths import latency_table as table_path
 from ofa.latency.check import check_configs, kendall_tau
 from ofa.latency.layers import (enumerate_layers, input_shape, layer_cost, layer_modules,
                                 subnet_layers, torch_seed)

@@ -17,8 +17,17 @@ BIN = Path(sys.executable).parent
 
 
 def _env(tmp: Path) -> dict:
+    """The stages' environment: `ofa-cli` is tests/trace_cli.py, recording the params keys
+    each command reads into tmp/../traces (see test_stages_declare_every_params_key_they_read)."""
+    shim = tmp.parent / f"{tmp.name}-shim"
+    if not (shim / "ofa-cli").is_file():
+        shim.mkdir(exist_ok=True)
+        (shim / "ofa-cli").write_text(f'#!/bin/sh\nexec "{sys.executable}" '
+                                      f'"{ROOT / "tests" / "trace_cli.py"}" "$@"\n')
+        (shim / "ofa-cli").chmod(0o755)
     env = dict(os.environ)
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", DVC_NO_ANALYTICS="1",
+    env.update(PATH=f"{shim}{os.pathsep}{BIN}{os.pathsep}{env.get('PATH', '')}",
+               OFA_TRACE_DIR=str(tmp.parent / f"{tmp.name}-traces"), DVC_NO_ANALYTICS="1",
                DVC_SITE_CACHE_DIR=str(tmp / "dvc-site-cache"), OMP_NUM_THREADS="2",
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
                GIT_COMMITTER_EMAIL="t@t")
@@ -149,3 +158,18 @@ def test_registering_a_device_adds_only_its_stages(repo_copy: Path):
     # its own stages, then the report that gains its rows; no other device is touched
     assert _ran(out) == {"latency@ort2-b4", "search@ort2-b4", "export@ort2-b4", "report"}, out
     assert "## ort2-b4" in (repo_copy / "reports/pareto.md").read_text()
+
+
+@pytest.mark.slow
+def test_stages_declare_every_params_key_they_read(smoke_repo: Path):
+    """Every params key a stage's commands read while the smoke pipeline ran (recorded by
+    tests/trace_cli.py) is declared in that stage's `params` in dvc.yaml."""
+    from tests.records import resolved_stages, stage_of, undeclared_reads
+
+    traces = [json.loads(p.read_text())
+              for p in (smoke_repo.parent / f"{smoke_repo.name}-traces").glob("*.json")]
+    stages = resolved_stages(ROOT)
+    missing = undeclared_reads(stages, traces, yaml.safe_load((ROOT / "params.yaml").read_text()))
+    assert not missing, "\n".join(f"stage {s}: reads {k}, not in its params" for s, k in missing)
+    ran = {stage_of(stages, t["argv"]) for t in traces}
+    assert set(stages) <= ran, set(stages) - ran  # every stage's commands were traced

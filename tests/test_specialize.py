@@ -13,12 +13,13 @@ import torch
 from ofa.checkpoint import save_checkpoint
 from ofa.config import to_dict
 from ofa.errors import OFAError
-from ofa.latency import LatencyModel, build_table, table_path
+from ofa.latency import LatencyModel, build_table
+from ofa.paths import latency_table as table_path
+from ofa.paths import search_result as search_path
 from ofa.nn.supernet import OFAMobileNetV3
 from ofa.predictor import fit_predictor, load_predictor
 from ofa.space import SearchSpace, SubnetConfig
-from ofa.specialize import (baseline_configs, read_search, run_export, run_report, run_search,
-                            search_path)
+from ofa.specialize import (baseline_configs, read_search, run_export, run_report, run_search)
 from tests.conftest import tiny_space_params
 
 DEVICES = {"t1": {"backend": "torch", "threads": 1, "batch_size": 1, "flops_m": [1.0]},
@@ -128,6 +129,7 @@ def test_export_and_report(world):
 
 def test_a_failed_export_leaves_the_previous_one_whole(world, monkeypatch):
     import ofa.export
+    import ofa.specialize
 
     params, _, ckpt, tmp = world
     run_search(params, "t1")
@@ -142,7 +144,7 @@ def test_a_failed_export_leaves_the_previous_one_whole(world, monkeypatch):
             raise OFAError("simulated failure on the second constraint")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ofa.export, "export_choice", fail_second)
+    monkeypatch.setattr(ofa.specialize, "export_choice", fail_second)  # as run_export calls it
     with pytest.raises(OFAError, match="simulated"):
         run_export(params, "t1", ckpt)
     after = {p.relative_to(tmp): p.read_bytes() for p in (tmp / "models" / "t1").rglob("*")

@@ -120,7 +120,7 @@ def test_a_failed_gate_stops_the_flow_before_the_search_writes(tmp_path, monkeyp
                                                               prefect_api):
     """specialize-device: a latency table that breaks its contract never reaches the search."""
     from flows.specialize import search_flow
-    from ofa.latency import table_path
+    from ofa.paths import latency_table as table_path
     from ofa.latency.table import TABLE_FORMAT, _write
     from ofa.space import SearchSpace
     from tests.conftest import tiny_space_params
@@ -140,17 +140,17 @@ def test_a_failed_gate_stops_the_flow_before_the_search_writes(tmp_path, monkeyp
 
 
 def test_the_data_gate_writes_the_manifest_only_when_it_passes(params, tmp_path, monkeypatch):
-    import ofa.data
+    import ofa.validation
     from ofa.validation import gate
 
-    monkeypatch.setattr(ofa.data, "load_dataset", lambda cfg: _data())
+    monkeypatch.setattr(ofa.validation, "load_dataset", lambda cfg: _data())
     small = dataclasses.replace(params, space=dataclasses.replace(params.space, num_classes=3),
                                 data=dataclasses.replace(params.data, val_size=9))
     gate(small, "data", out_dir=tmp_path, manifest=tmp_path / "manifest.json")
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [manifest[s]["images"] for s in ("train", "val", "test")] == [30, 9, 9]
     again = tmp_path / "again.json"
-    monkeypatch.setattr(ofa.data, "load_dataset",
+    monkeypatch.setattr(ofa.validation, "load_dataset",
                         lambda cfg: _data(test=Split(_split(9, 2).images, torch.full((9,), 7))))
     with pytest.raises(OFAError, match="raw_data"):
         gate(small, "data", out_dir=tmp_path, manifest=again)

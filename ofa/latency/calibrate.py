@@ -40,11 +40,10 @@ def fit_stage_calibration(group_sums: np.ndarray, fixed: np.ndarray, measured: n
     subnets per term or a scale outside STAGE_SCALE_RANGE (the caller falls back to
     `fit_calibration`).
 
-    Layers timed alone mis-price some stages more than others: in ONNX Runtime the last
-    stage runs 1.8x slower inside a network than alone, the first 0.9x (fitted on 66 subnets).
-    Cross-validated on those 66 per device (300 random splits into 24 fitting and 42 held-out
-    subnets): ONNX Runtime 96% within +-10% against 94% for one scale with the input term;
-    eager and TorchScript 99-100% either way. The stem and head depend on the resolution
+    Layers timed alone mis-price some stages more than others (in ONNX Runtime the last
+    stage runs slower inside a network than alone, the first faster); a scale per stage
+    predicts held-out ONNX Runtime subnets better than one scale, and eager and TorchScript
+    as well (reports/RESULTS.md, latency tables). The stem and head depend on the resolution
     only, so a scale of theirs cannot be told from the overhead: they keep their own timing.
     """
     group_sums, fixed = np.asarray(group_sums, float), np.asarray(fixed, float)
@@ -70,11 +69,10 @@ def fit_calibration(sums: np.ndarray, measured: np.ndarray, inputs: np.ndarray |
 
     A layer timed alone pays per call what inside a network it does not, partly in proportion
     to its input (ONNX Runtime converts every timed layer's input into its blocked layout;
-    inside a network that happens once): the input term takes that off. Cross-validated here
-    on 66 subnets per device (200 random 16/50 splits): ONNX Runtime 96% within +-10% (RMSE
-    4.5%) against 89% (7.5%) for scale, overhead and the empty call's median taken off every
-    layer; eager and TorchScript unchanged (99-100%, ~3%).
-    The scale is a layer's cost inside a network relative to alone (caches, load: 1.0-1.7).
+    inside a network that happens once): the input term takes that off, and cross-validated
+    it beats taking the empty call's median off every layer for ONNX Runtime, changing
+    nothing for eager and TorchScript (reports/RESULTS.md, latency tables).
+    The scale is a layer's cost inside a network relative to alone (caches, load).
     Huber-weighted least squares on relative errors, so one disturbed timing hardly moves it;
     with fewer than MIN_SUBNETS_FOR_INPUT_TERM subnets, or a fit outside scale [0.5, 3], the
     two-term Theil-Sen line (medians of pairwise slopes, then of residuals) without it.

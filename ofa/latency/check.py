@@ -4,10 +4,10 @@ The check subnets come from their own seed stream (never the calibration subnets
 the overhead) and are timed interleaved, like the table, on the same backend, threads and
 batch, by the same rounds rule (`latency.min_seconds`). The calibration subnets are timed
 again among them, only to tell whether the machine runs at the speed it ran at when the
-table was built (`drift`, their median ratio now/then):
-a shared machine under someone else's load can be 10-60% slower for minutes, which no table
-predicts. Up to CHECK_ATTEMPTS sessions are timed and the one whose drift is closest to 1 is
-reported; the metrics compare the table with the raw measurements, drift is only reported.
+table was built (`drift`, their median ratio now/then): a shared machine under someone
+else's load can run much slower for minutes (reports/RESULTS.md), which no table predicts.
+Up to CHECK_ATTEMPTS sessions are timed and the one whose drift is closest to 1 is reported;
+the metrics compare the table with the raw measurements, drift is only reported.
 Also: how differently two devices rank subnets (Kendall tau of predicted latencies).
 """
 
@@ -20,10 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ofa import paths
+from ofa.checkpoint import atomic_write, atomic_write_text
 from ofa.config import Params
 from ofa.encoding import to_genes
+from ofa.latency.measure import make_runners, time_interleaved, torch_threads
 from ofa.latency.model import LatencyModel
-from ofa.latency.table import CALIBRATION_SUBNETS, calibration_configs, table_path
+from ofa.latency.table import CALIBRATION_SUBNETS, calibration_configs
+from ofa.nn.supernet import OFAMobileNetV3
+from ofa.seeding import torch_seed
 from ofa.space import SearchSpace, SubnetConfig
 
 TARGET_WITHIN = 0.95   # share of check subnets whose prediction is within +-10%
@@ -59,8 +64,6 @@ def _parity_plot(pred: np.ndarray, meas: np.ndarray, title: str, path: Path) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ofa.checkpoint import atomic_write
-
     fig, ax = plt.subplots(figsize=(5, 5))
     if len(meas):
         lo, hi = float(min(pred.min(), meas.min())), float(max(pred.max(), meas.max()))
@@ -95,12 +98,9 @@ def check_table(params: Params, device: str) -> dict:
     """Predicted vs measured latency of `latency.check_subnets` random subnets; writes
     reports/latency/<device>.json and <device>_parity.png. A table registered with `table:`
     cannot be checked here (NaN metrics, `external: true`)."""
-    from ofa.checkpoint import atomic_write_text
-    from ofa.latency.measure import make_runners, time_interleaved, torch_threads
-
     dev = params.device(device)
     space, lat = SearchSpace(params.space), params.latency
-    model = LatencyModel.load(table_path(params, device), space)
+    model = LatencyModel.load(paths.latency_table(params, device), space)
     js, png = report_paths(params, device)
     nan = float("nan")
     if dev.table is not None:
@@ -164,9 +164,6 @@ def _calibration_record(params: Params, model: LatencyModel) -> tuple[list[Subne
 
 def _subnet_items(params: Params, device: str, cfgs: list[SubnetConfig], seed: int) -> list:
     """(exported subnet, input shape) pairs to time on the device (random-init weights)."""
-    from ofa.nn.supernet import OFAMobileNetV3
-    from ofa.seeding import torch_seed
-
     dev, space = params.device(device), SearchSpace(params.space)
     with torch_seed(seed):
         net = OFAMobileNetV3(space).eval()
@@ -180,11 +177,10 @@ def speed_drift(params: Params, device: str) -> float:
     with it, so a subnet over its limit because the shared machine runs slower is told apart
     from one the table mispriced. At most DRIFT_ROUNDS rounds, never extended to
     `min_seconds`: a median over 24 subnets' ratios needs far fewer samples per subnet than
-    one subnet's own timing (profiled with 20 s of rounds: 24 of the cpu1-b1 export's 72 s)."""
-    from ofa.latency.measure import make_runners, time_interleaved, torch_threads
-
+    one subnet's own timing, and extended rounds were a large share of an export's time
+    (reports/RESULTS.md)."""
     dev, lat = params.device(device), params.latency
-    model = LatencyModel.load(table_path(params, device), SearchSpace(params.space))
+    model = LatencyModel.load(paths.latency_table(params, device), SearchSpace(params.space))
     cal, then = _calibration_record(params, model)
     if dev.table is not None or not cal:
         return float("nan")
@@ -213,7 +209,7 @@ def device_rank_agreement(params: Params, devices: list[str] | None = None, n: i
     names = list(devices or params.devices)
     rng = random.Random(f"latency-rank:{seed}")
     genes = to_genes(space, [space.sample(rng) for _ in range(n)])
-    models = {d: LatencyModel.load(table_path(params, d), space) for d in names}
+    models = {d: LatencyModel.load(paths.latency_table(params, d), space) for d in names}
     pred = {d: m.predict_genes(genes) for d, m in models.items()}
     if macs and models:
         pred["MACs"] = next(iter(models.values())).macs_genes(genes)

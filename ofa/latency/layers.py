@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Iterable, Literal
 
-import torch
 from torch import nn
 
 from ofa.nn.ops import make_divisible
+from ofa.nn.supernet import OFAMobileNetV3
 from ofa.seeding import torch_seed
 from ofa.space import SearchSpace, SubnetConfig
 
@@ -163,8 +163,6 @@ def layer_modules(space: SearchSpace, specs: Iterable[LayerSpec], seed: int = 0)
 
     One export per (kernel, expand) at full depth holds every block of that choice; layers
     that differ only in input size share a module."""
-    from ofa.nn.supernet import OFAMobileNetV3
-
     specs = list(specs)
     c = space.cfg
     with torch_seed(seed):

@@ -7,10 +7,9 @@ right after `WARM_CALLS` untimed calls of the same module. Many modules are time
 (round-robin, a fresh seeded order every round), so a burst of load on the shared machine hits
 every module a little instead of a few modules entirely. Tables keep median and p90-p10 spread.
 
-Measured here (30 subnets, 3 devices): with 3 warm calls an interleaved subnet timing is within
-~3% of a back-to-back one; with 1 or none, caches are still cold from the other modules and
-subnets read 6-21% slower (ONNX Runtime 2x with none); layers timed with too few warm calls
-mis-price ONNX Runtime subnets by 15-40%.
+Why `WARM_CALLS` warm calls: with fewer, caches are still cold from the other modules, so
+subnets read slower than back to back and layers mis-price ONNX Runtime subnets
+(reports/RESULTS.md, latency tables).
 """
 
 from __future__ import annotations
@@ -46,9 +45,8 @@ def _target(dev: DeviceConfig) -> torch.device:
 
 
 def channels_last(dev: DeviceConfig) -> bool:
-    """Torch backends on the CPU run channels_last: measured here it was never slower and up to
-    2.5x faster (whole subnets, eager and TorchScript, batch 1/8/32); ONNX Runtime and CUDA
-    keep the default layout."""
+    """Torch backends on the CPU run channels_last: never slower and often faster for whole
+    subnets (reports/RESULTS.md); ONNX Runtime and CUDA keep the default layout."""
     return dev.backend in ("torch", "torchscript") and dev.device == "cpu"
 
 
@@ -90,7 +88,7 @@ def _ort_runner(module: nn.Module, x: torch.Tensor, dev: DeviceConfig) -> Runner
     opts.intra_op_num_threads = dev.threads
     opts.inter_op_num_threads = 1
     # Every timed module has its own session and thread pool; spinning idle workers of the
-    # other sessions would steal the cores (measured: 2-thread layers read up to 600x slower)
+    # other sessions would steal the cores (2-thread layers then read far slower)
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     providers = ["CUDAExecutionProvider"] if dev.device == "cuda" else ["CPUExecutionProvider"]
@@ -121,14 +119,12 @@ def time_interleaved(runners: Sequence[Runner], warmup: int, repeats: int, seed:
                      progress: Progress | None = None, min_seconds: float = 0.0) -> np.ndarray:
     """(len(runners), rounds) milliseconds: rounds visiting every runner once in a freshly
     shuffled order (WARM_CALLS untimed calls, then one timed), after `warmup` untimed rounds.
-    What runs before a module does not matter after the warm calls (measured: a subnet timed
-    among layers and among subnets differed by < 2%).
+    What runs before a module does not matter after the warm calls (reports/RESULTS.md).
 
     At least `repeats` rounds; more while the timed rounds have taken less than `min_seconds`
-    (at most MAX_REPEAT_FACTOR x repeats): sub-millisecond modules get the samples their
-    noise needs (measured here: ONNX Runtime subnets of ~0.6 ms, whose single timings spread
-    by 25%, were priced within 10% for 90-94% of 50 subnets with 31 rounds and 100% with 151)
-    for seconds of extra time, while slow ones keep `repeats`.
+    (at most MAX_REPEAT_FACTOR x repeats): sub-millisecond modules, whose single timings
+    spread widely, get the samples their noise needs (reports/RESULTS.md) for seconds of
+    extra time, while slow ones keep `repeats`.
     """
     rng = random.Random(seed)
     order = list(range(len(runners)))

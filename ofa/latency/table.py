@@ -19,21 +19,23 @@ from pathlib import Path
 
 import numpy as np
 
+from ofa import paths
+from ofa.checkpoint import atomic_write
 from ofa.config import Params, to_dict
+from ofa.contracts import LatencyTable, validate
 from ofa.errors import OFAError
 from ofa.latency.calibrate import calibration_group, fit_table_calibration, input_values
 from ofa.latency.layers import (LAYER_FIELDS, enumerate_layers, input_shape, layer_cost,
                                 layer_modules, subnet_layers)
+from ofa.latency.measure import channels_last, summarize, time_modules
+from ofa.nn.supernet import OFAMobileNetV3
+from ofa.progress import make_progress
 from ofa.seeding import torch_seed
 from ofa.space import SearchSpace, SubnetConfig
 
 TABLE_FORMAT = "ofa-latency/1"
 REQUIRED = ("key", "median_ms")
 CALIBRATION_SUBNETS = 24
-
-
-def table_path(params: Params, device: str) -> Path:
-    return Path(params.latency.table_dir) / f"{device}.parquet"
 
 
 def calibration_configs(space: SearchSpace, seed: int, n: int = CALIBRATION_SUBNETS) -> list[SubnetConfig]:
@@ -45,10 +47,6 @@ def calibration_configs(space: SearchSpace, seed: int, n: int = CALIBRATION_SUBN
 def _write(df, meta: dict, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from ofa.checkpoint import atomic_write
-
-    from ofa.contracts import LatencyTable, validate
 
     df = validate(df, LatencyTable, f"latency table {path}")
     tbl = pa.Table.from_pandas(df, preserve_index=False)
@@ -92,8 +90,6 @@ def read_table(path: Path, own: bool = True):
                        f"{TABLE_FORMAT!r} (build it with `ofa-cli latency`)")
     _validate_timings(df, f"latency table {path}")
     if own:
-        from ofa.contracts import LatencyTable, validate
-
         df = validate(df, LatencyTable, f"latency table {path}")
     return df, meta
 
@@ -111,10 +107,6 @@ def build_table(params: Params, device: str, show_progress: bool = True) -> Path
     table; writes data/latency/<device>.parquet atomically."""
     import pandas as pd
     from torch import nn
-
-    from ofa.latency.measure import channels_last, summarize, time_modules
-    from ofa.nn.supernet import OFAMobileNetV3
-    from ofa.progress import make_progress
 
     dev = params.device(device)
     if dev.table is not None:
@@ -170,7 +162,7 @@ def build_table(params: Params, device: str, show_progress: bool = True) -> Path
             "calibration": [{"config": str(c), "sum_ms": float(sum(entry[s.key] for s in ls)),
                              "measured_ms": float(m)}
                             for c, ls, m in zip(cal, layers, measured)]}
-    out = table_path(params, device)
+    out = paths.latency_table(params, device)
     _write(df, meta, out)
     return out
 
@@ -233,7 +225,7 @@ def import_table(params: Params, device: str, source: Path) -> Path:
             "device_entry": to_dict(params.device(device)), "overhead_ms": overhead,
             "imported_from": str(source), "source_meta": {k: v for k, v in meta.items()
                                                           if k not in ("calibration",)}}
-    out = table_path(params, device)
+    out = paths.latency_table(params, device)
     _write(pd.DataFrame(rows), full, out)
     return out
 
@@ -242,8 +234,6 @@ def write_layer_list(space: SearchSpace, path: Path) -> Path:
     """The layers a device must time (key, fields, input shape per image), as CSV: the form to
     fill in with median_ms on a device that cannot run this code."""
     import pandas as pd
-
-    from ofa.checkpoint import atomic_write
 
     rows = []
     for s in enumerate_layers(space):

@@ -3,12 +3,12 @@
 oneDNN's depthwise weight gradient is slow on a CPU, worst where the kernel outgrows the map
 (the elastic stages run 5x5 and 7x7 kernels on 3x3 and 4x4 maps): there it falls back to an
 im2col GEMM. On the CPU the weight gradient comes from a compiled loop (ofa/nn/native.py:
-5-25x faster than oneDNN here for 5x5 and 7x7 kernels, about even for 3x3). Where that kernel
+much faster than oneDNN for 5x5 and 7x7 kernels, about even for 3x3). Where that kernel
 is unavailable (no C compiler, a GPU tensor), maps smaller than the kernel still avoid the
 GEMM: per channel, the (out pixels x in pixels) matrix of products of output gradients and
 inputs summed over the batch (one batched matmul), summed onto the k x k taps each pixel pair
 falls on (one small matmul). With stride 1 the input gradient is the forward conv with the
-kernel flipped, 1.2-2.3x faster than oneDNN's backward here.
+kernel flipped, faster than oneDNN's backward on this machine. Figures: reports/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class _DepthwiseConv(torch.autograd.Function):
             gw = native.weight_grad(x, grad_out, k, s)
         elif want_w and needs_dense_grad(k, x.shape[-2], x.shape[-1]):
             gw = dense_weight_grad(x, grad_out, k, s)
-        if want_x and s == 1:  # the forward conv with the kernel flipped: 1.2-2.3x faster here
+        if want_x and s == 1:  # the forward conv with the kernel flipped: faster than oneDNN's
             gx = F.conv2d(grad_out, weight.flip(-1, -2), None, 1, k // 2, 1, x.shape[1])
         if (want_x and gx is None) or (want_w and gw is None):
             gx_torch, gw_torch, _ = torch.ops.aten.convolution_backward(
@@ -84,7 +84,7 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int,
     ops (plus the dense route on small maps), e.g. to measure what the kernel gains."""
     k = weight.shape[-1]
     if torch.is_grad_enabled() and weight.requires_grad:
-        # 3x3 on several threads: oneDNN's own kernel is as fast (measured 0.39 vs 0.57 ms)
+        # 3x3 on several threads: oneDNN's own kernel is as fast (reports/RESULTS.md)
         use_native = native_kernel and native.usable(x) and (k > 3 or torch.get_num_threads() == 1)
         if use_native or needs_dense_grad(k, x.shape[-2], x.shape[-1]):
             return _DepthwiseConv.apply(x, weight, stride, use_native)

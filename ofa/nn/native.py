@@ -1,12 +1,11 @@
 """A compiled CPU kernel for the depthwise weight gradient, built on first use.
 
-oneDNN's depthwise weight gradient is the slowest op of a training step here: 7x7 on a 14x14
-map (144 channels, batch 64, one thread) takes ~16.6 ms against ~1.8 ms for the forward pass.
-The gradient is a plain loop (each output pixel's gradient times the input pixels under each
-tap, summed over the batch), vectorized over channels in NHWC: ~3 ms for the same case, and
-4x faster than the batched-matmul route depthwise.py uses on maps smaller than the kernel.
-With several torch threads, large gradients split the batch over Python threads (2.97 ->
-1.98 ms on two cores for the case above); one thread gives the same bits as a single call.
+oneDNN's depthwise weight gradient is the slowest op of a CPU training step, many times its
+forward pass for large kernels. The gradient here is a plain loop (each output pixel's
+gradient times the input pixels under each tap, summed over the batch), vectorized over
+channels in NHWC: faster than oneDNN and than the batched-matmul route depthwise.py uses on
+maps smaller than the kernel (figures: reports/RESULTS.md). With several torch threads, large
+gradients split the batch over Python threads; one thread gives the same bits as a single call.
 
 The C source below is compiled with the system's C compiler into a cache folder
 (`$OFA_CACHE_DIR`, default `~/.cache/ofa`), named by a hash of source, compiler and flags;
@@ -66,7 +65,7 @@ void dw_weight_grad_nhwc(const float *restrict in, const float *restrict g, floa
 FLAG_SETS = (["-O3", "-shared", "-fPIC"], ["-O3", "-shared", "-fPIC", "-DOFA_NO_CLONES"])
 BUILD_TIMEOUT_S = 120
 # Below this many multiply-adds per thread, starting a thread costs more than it saves
-# (measured: 29M MACs took 0.61 ms on one thread, 0.77 ms on two; 88M: 2.97 vs 1.98 ms).
+# (reports/RESULTS.md).
 MIN_MACS_PER_THREAD = 32_000_000
 
 

@@ -6,13 +6,27 @@ Measuring is a pure function of (supernet, configs), so chunks of configs can ru
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import queue
 import random
+from concurrent.futures import ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Sequence
 
+import pandas as pd
+import torch
+
+from ofa.checkpoint import atomic_write
 from ofa.config import Params
+from ofa.contracts import AccDataset, validate
+from ofa.data import load_dataset
 from ofa.errors import OFAError
+from ofa.evaluate import EvalSettings, InputCache, prepare_subnet
+from ofa.inference import accuracy, split_hits
+from ofa.nn.static import count_macs, count_params
+from ofa.progress import make_progress
 from ofa.space import SearchSpace, SubnetConfig
+from ofa.weights import load_for_inference
 
 COLUMNS = ("config", "resolution", "accuracy", "accuracy_half", "macs", "params")
 
@@ -38,21 +52,15 @@ def measure_configs(supernet, configs: Sequence[SubnetConfig], data, settings,
                     val_images: int, progress=None, backend: str = "torch") -> list[dict]:
     """One row per config: BN-recalibrated top-1 on the first `val_images` validation images
     (and on the first half of them, for the noise estimate). BN statistics always come from
-    torch; `backend` runs the validation pass (onnxruntime: ofa/evaluate_onnx.py)."""
-    import torch
-
-    from ofa.evaluate import InputCache, prepare_subnet
-    from ofa.evaluate_onnx import split_hits
-    from ofa.nn.static import count_macs, count_params
-
+    torch; `backend` runs the validation pass (ofa/inference.py)."""
     rows, inputs = [], InputCache(data, settings)
     for cfg in configs:
         net = prepare_subnet(supernet, cfg, data, settings, inputs)
         labelled = inputs.split("val", cfg.r, val_images)
-        right = split_hits(net, [labelled], backend, torch.get_num_threads())[0]
+        right = split_hits(net, [labelled], backend)[0]
         half = max(len(right) // 2, 1)
         rows.append({"config": str(cfg), "resolution": cfg.r,
-                     "accuracy": int(right.sum()) / max(len(right), 1),
+                     "accuracy": accuracy(right),
                      "accuracy_half": int(right[:half].sum()) / half,
                      "macs": int(count_macs(net, cfg.r, supernet.space.cfg.in_channels)),
                      "params": int(count_params(net))})
@@ -61,13 +69,21 @@ def measure_configs(supernet, configs: Sequence[SubnetConfig], data, settings,
     return rows
 
 
+def measure_supernet(params: Params, net, configs: Sequence[SubnetConfig],
+                     progress=None) -> list[dict]:
+    """measure_configs with the params' data, evaluation settings and backend."""
+    return measure_configs(net, configs, load_dataset(params.data, params.space),
+                           EvalSettings.from_train(params.train), params.predictor.val_images,
+                           progress, params.predictor.backend)
+
+
+def measure_checkpoint(params: Params, checkpoint: Path, configs: Sequence[SubnetConfig],
+                       progress=None) -> list[dict]:
+    """Load the supernet of `checkpoint` and measure these subnets (any process, any host)."""
+    return measure_supernet(params, load_for_inference(params, checkpoint), configs, progress)
+
+
 def write_dataset(rows: list[dict], path: Path):
-    import pandas as pd
-
-    from ofa.checkpoint import atomic_write
-
-    from ofa.contracts import AccDataset, validate
-
     df = validate(pd.DataFrame(rows, columns=list(COLUMNS)), AccDataset, f"accuracy dataset {path}")
     atomic_write(Path(path), lambda p: df.to_parquet(p, index=False))
     return df
@@ -76,30 +92,15 @@ def write_dataset(rows: list[dict], path: Path):
 def _measure_share(params: Params, checkpoint: str, configs: list[str], threads: int,
                    done) -> list[dict]:
     """One worker process's share: its own supernet copy, data and input cache."""
-    import torch
-
-    from ofa.data import load_dataset
-    from ofa.evaluate import EvalSettings
-    from ofa.train import load_supernet
-
     torch.set_num_threads(threads)
-    net, _ = load_supernet(params, Path(checkpoint))
-    if params.train.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    return measure_configs(net, [SubnetConfig.parse(c) for c in configs],
-                           load_dataset(params.data, params.space),
-                           EvalSettings.from_train(params.train), params.predictor.val_images,
-                           lambda cfg: done.put(str(cfg)), params.predictor.backend)
+    return measure_checkpoint(params, Path(checkpoint), [SubnetConfig.parse(c) for c in configs],
+                              lambda cfg: done.put(str(cfg)))
 
 
 def measure_in_workers(params: Params, checkpoint: Path, configs: Sequence[SubnetConfig],
                        workers: int, progress=None) -> list[dict]:
     """measure_configs split over `workers` local processes (every k-th config each), rows in
     the order of `configs`: the same rows as one sequential run (a test checks it)."""
-    import multiprocessing as mp
-    import queue
-    from concurrent.futures import ProcessPoolExecutor, wait
-
     threads = max(1, (params.train.threads or 1) // workers)
     names = [str(c) for c in configs]
     ctx = mp.get_context("spawn")  # no fork of a process holding torch's thread pools
@@ -124,15 +125,8 @@ def measure_in_workers(params: Params, checkpoint: Path, configs: Sequence[Subne
 def build_acc_dataset(params: Params, checkpoint: Path, out: Path | None = None, *,
                       n: int | None = None, show_progress: bool = True):
     """Sample, measure and write `predictor.dataset_path` (or `out`); returns the DataFrame."""
-    import torch
-
-    from ofa.data import load_dataset
-    from ofa.evaluate import EvalSettings
-    from ofa.progress import make_progress
-    from ofa.train import load_supernet
-
     pc = params.predictor
-    net, _ = load_supernet(params, Path(checkpoint))  # also refuses a foreign checkpoint early
+    net = load_for_inference(params, Path(checkpoint))  # also refuses a foreign checkpoint early
     configs = sample_configs(net.space, n or pc.n_subnets, pc.seed)
     with make_progress(show_progress) as bar:
         task = bar.add_task("accuracy dataset", total=len(configs), info="")
@@ -143,18 +137,12 @@ def build_acc_dataset(params: Params, checkpoint: Path, out: Path | None = None,
         if pc.workers > 1:
             rows = measure_in_workers(params, Path(checkpoint), configs, pc.workers, advance)
         else:
-            if params.train.channels_last:
-                net = net.to(memory_format=torch.channels_last)
-            rows = measure_configs(net, configs, load_dataset(params.data, params.space),
-                                   EvalSettings.from_train(params.train), pc.val_images, advance,
-                                   pc.backend)
+            rows = measure_supernet(params, net, configs, advance)
     return write_dataset(rows, Path(out or pc.dataset_path))
 
 
 def read_dataset(params: Params, path: Path | None = None):
     """The dataset, checked: columns present, accuracies in [0, 1], configs inside the space."""
-    import pandas as pd
-
     path = Path(path or params.predictor.dataset_path)
     if not path.is_file():
         raise OFAError(f"accuracy dataset {path} does not exist: run `ofa-cli acc-dataset` first")
@@ -169,8 +157,6 @@ def read_dataset(params: Params, path: Path | None = None):
         raise OFAError(f"accuracy dataset {path} has {len(df)} rows; the predictor needs >= 10")
     if not df["accuracy"].between(0, 1).all():
         raise OFAError(f"accuracy dataset {path} has accuracies outside [0, 1]")
-    from ofa.contracts import AccDataset, validate
-
     df = validate(df, AccDataset, f"accuracy dataset {path}")
     space = SearchSpace(params.space)
     try:

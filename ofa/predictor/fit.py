@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ofa.checkpoint import atomic_write, atomic_write_text
 from ofa.config import Params
 from ofa.encoding import GeneLayout, encode, to_genes
 from ofa.predictor.dataset import read_dataset
-from ofa.predictor.model import average, fit_mlp, fit_ridge, metrics, save_predictor
+from ofa.predictor.model import average, fit_mlp, fit_ridge, metrics, ridge_weights, save_predictor
+from ofa.predictor.pooled import fit_pooled_ridge, pooling_matrix
 from ofa.space import SearchSpace
 
 
@@ -27,8 +29,6 @@ def _parity(path: Path, true: np.ndarray, preds: dict[str, np.ndarray]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ofa.checkpoint import atomic_write
 
     fig, ax = plt.subplots(figsize=(5, 5))
     lo, hi = 100 * float(true.min()) - 0.5, 100 * float(true.max()) + 0.5
@@ -66,11 +66,9 @@ def resplit_metrics(layout: GeneLayout, x: np.ndarray, y: np.ndarray,
                     fractions: tuple[float, ...], seed: int, repeats: int = RESPLITS) -> dict:
     """Test RMSE and Kendall tau of the pooled and the one-hot ridge over `repeats` random
     splits of the same sizes (mean, 10th and 90th percentile). One split's ~30 test subnets
-    move tau by ~0.1; this says where a model stands. The MLP (and so the average) is left
-    out: ~2.5 s per fit here, minutes for 100."""
+    leave tau uncertain; this says where a model stands. The MLP (and so the average) is left
+    out: refitting it 100 times would take minutes (reports/RESULTS.md)."""
     import torch
-
-    from ofa.predictor.pooled import fit_pooled_ridge
 
     runs: dict[str, list[tuple[float, float]]] = {"pooled_ridge": [], "ridge": []}
     for i in range(repeats):
@@ -101,9 +99,6 @@ def learning_curve(layout: GeneLayout, x: np.ndarray, y: np.ndarray,
     training subnets, and its RMSE on the very subnets it was fitted to (all of them, alpha
     from a validation split): whether measuring more subnets would pay, and roughly where
     this model's error levels off."""
-    from ofa.predictor.model import ridge_weights
-    from ofa.predictor.pooled import pooling_matrix
-
     xp = x @ pooling_matrix(layout)
     sizes, rmse = [], []
     for share in LEARNING_SIZES:
@@ -129,9 +124,6 @@ def fit_predictor(params: Params, dataset: Path | None = None) -> dict:
     predictor the search uses; write the JSON report (test metrics of all four) and the
     parity plot."""
     import torch
-
-    from ofa.checkpoint import atomic_write_text
-    from ofa.predictor.pooled import fit_pooled_ridge
 
     pc = params.predictor
     df, configs = read_dataset(params, dataset)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ofa.checkpoint import atomic_write, safetensors_bytes
 from ofa.config import Params
 from ofa.config_specialize import PredictorConfig
 from ofa.encoding import GeneLayout, onehot_padded, to_genes
@@ -67,7 +68,7 @@ def packed_forward(net: AccuracyMLP, sink: bool = False) -> Callable[[torch.Tens
     """net's eval forward as bare addmm/relu_ on weights transposed once.
 
     The search calls the predictor ~500 times on ~40 subnets; there nn.Module dispatch and
-    the weight transposes cost a third of the time (measured: 0.19 s vs 0.13 s per 500 calls).
+    the weight transposes are a large share of the time (reports/RESULTS.md).
     With `sink`, the input has one more column (`onehot_padded`) whose weights are zero.
     The weights are snapshotted: call it again after changing the net.
     """
@@ -173,8 +174,6 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
 
 
 def save_predictor(net: AccuracyMLP, space: SearchSpace, pc: PredictorConfig, path: Path) -> None:
-    from ofa.checkpoint import atomic_write, safetensors_bytes
-
     meta = {"format": FORMAT, "space": space.fingerprint(),
             "n_features": str(GeneLayout.of(space).n_features), "hidden": str(net.hidden),
             "layers": str(net.layers), "skip": str(int(net.skip is not None))}

@@ -26,7 +26,7 @@ from ofa.space import SearchSpace
 def mlp_score(space: SearchSpace, hidden: int = 400, layers: int = 3, seed: int = 0) -> Batch:
     """The accuracy predictor's scoring path (`Predictor.predict_genes`) with an MLP of the
     given shape and random weights."""
-    import torch
+    import torch  # here, with the predictor: the search itself runs without torch
 
     from ofa.predictor.model import AccuracyMLP, Predictor
 

@@ -1,0 +1,92 @@
+"""`ofa-cli` commands of training: train a phase, evaluate a checkpoint, benchmark training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ofa.cli_app import app, load
+from ofa.errors import OFAError
+
+
+@app.command()
+def train(ctx: typer.Context,
+          phase: str = typer.Option(..., help="phase name from params.yaml"),
+          progress: bool = typer.Option(True, help="show a progress bar")) -> None:
+    """Train one progressive-shrinking phase (resumes a killed run)."""
+    params = load(ctx, phase=phase)
+    from ofa.launch import WorkersFailed, run_phase
+
+    try:
+        result = run_phase(params, ctx.obj.params, ctx.obj.preset, phase, progress)
+    except WorkersFailed as exc:  # the worker has printed its one error line
+        raise typer.Exit(exc.code) from None
+    if result.history and not result.in_workers:
+        typer.echo(f"wrote {result.checkpoint} and {result.report}")
+
+
+@app.command()
+def evaluate(ctx: typer.Context,
+             phase: Optional[str] = typer.Option(None, help="evaluate this phase's checkpoint "
+                                                 "(default: the last shrinking phase)"),
+             checkpoint: Optional[Path] = typer.Option(None, help="checkpoint path (overrides --phase)"),
+             config: list[str] = typer.Option([], help="extra subnet config (string or JSON)"),
+             splits: str = typer.Option("val,test", help="comma-separated splits"),
+             output: Path = typer.Option(Path("reports/evaluate.json"), help="JSON output"),
+             progress: bool = typer.Option(True, help="show a progress bar")) -> None:
+    """BN-recalibrate and evaluate min/mid/max subnets (and given configs) at every resolution."""
+    chosen = tuple(s.strip() for s in splits.split(",") if s.strip())
+    bad = sorted(set(chosen) - {"val", "test"})
+    if bad or not chosen:
+        raise OFAError(f"--splits: unknown split {bad[0] if bad else splits!r} (use val, test)")
+    params = load(ctx, phase=phase, configs=config)
+    from rich.console import Console
+    from rich.table import Table
+
+    from ofa import paths
+    from ofa.evaluate import run_evaluate
+
+    if checkpoint is None:
+        phase = phase or params.shrinking_order()[-1]
+        checkpoint = paths.checkpoint(params, phase)
+
+    rows = run_evaluate(params, checkpoint, config, chosen, output, progress, phase)
+    table = Table(title=f"{checkpoint} (BN recalibrated on {params.train.bn_calib_images} images)")
+    for col in ("subnet", "res", "MMACs", "params", *(f"{s} top-1" for s in chosen)):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], str(r["resolution"]), f"{r['macs'] / 1e6:.2f}", str(r["params"]),
+                      *(f"{100 * r[f'{s}_acc']:.2f}" for s in chosen))
+    Console().print(table)
+    typer.echo(f"wrote {output} and {output.with_suffix('.md')}")
+
+
+@app.command()
+def benchmark(ctx: typer.Context,
+              checkpoint: Optional[Path] = typer.Option(None, help="supernet weights (default: random init)"),
+              steps: int = typer.Option(5, min=1), rounds: int = typer.Option(5, min=1),
+              output: Path = typer.Option(Path("reports/benchmark.json"))) -> None:
+    """Training images/s of the supernet vs the exported static subnet (min and max)."""
+    params = load(ctx)
+    from rich.console import Console
+    from rich.table import Table
+
+    from ofa.benchmark import benchmark_training
+    from ofa.checkpoint import atomic_write_text
+    from ofa.weights import load_supernet
+
+    net = load_supernet(params, checkpoint)[0] if checkpoint else None
+    rows = benchmark_training(params, net, steps=steps, rounds=rounds)
+    table = Table(title="training throughput (median of rounds, same batches)")
+    for col in ("subnet", "config", "supernet img/s", "static img/s", "static/supernet",
+                "supernet, torch ops only", "static/that"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["subnet"], r["config"], f"{r['supernet_img_s']:.0f}",
+                      f"{r['static_img_s']:.0f}", f"{r['slowdown']:.3f}x",
+                      f"{r['supernet_torch_ops_img_s']:.0f}", f"{r['slowdown_torch_ops']:.3f}x")
+    Console().print(table)
+    atomic_write_text(output, json.dumps({"threads": params.train.threads, "rows": rows}, indent=2))
