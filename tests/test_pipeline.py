@@ -153,7 +153,8 @@ def test_registering_a_device_adds_only_its_stages(repo_copy: Path):
                                     "latency_frac": [0.5]}
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = set(json.loads(_run([dvc, "status", "--json"], repo_copy, env)))
-    assert changed == {"latency@ort2-b4", "search@ort2-b4", "export@ort2-b4"}, changed
+    # its own stages, and the report, which declares which devices it covers
+    assert changed == {"latency@ort2-b4", "search@ort2-b4", "export@ort2-b4", "report"}, changed
     out = _run([dvc, "repro"], repo_copy, env)
     # its own stages, then the report that gains its rows; no other device is touched
     assert _ran(out) == {"latency@ort2-b4", "search@ort2-b4", "export@ort2-b4", "report"}, out
