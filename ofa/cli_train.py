@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from ofa import paths
 from ofa.cli_app import app, load
 from ofa.errors import OFAError
 
@@ -46,13 +47,11 @@ def evaluate(ctx: typer.Context,
     from rich.console import Console
     from rich.table import Table
 
-    from ofa import paths
     from ofa.evaluate import run_evaluate
 
     if checkpoint is None:
         phase = phase or params.shrinking_order()[-1]
         checkpoint = paths.checkpoint(params, phase)
-
     rows = run_evaluate(params, checkpoint, config, chosen, output, progress, phase)
     table = Table(title=f"{checkpoint} (BN recalibrated on {params.train.bn_calib_images} images)")
     for col in ("subnet", "res", "MMACs", "params", *(f"{s} top-1" for s in chosen)):

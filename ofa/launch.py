@@ -162,7 +162,5 @@ def run_phase(params: Params, params_path: Path, preset: str | None, phase: str,
         report = paths.train_report(params, phase)
         return TrainedPhase(paths.checkpoint(params, phase), report,
                             json.loads(report.read_text())["history"], True)
-    # imported here: the launching process itself never needs torch
-
     result = train_phase(params, phase, init_distributed(), show_progress=progress)
     return TrainedPhase(result.checkpoint, result.report, result.history, False)

@@ -203,7 +203,8 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
                 row["eval_seconds"] = time.perf_counter() - t_eval
                 history.append(row)
                 meta = _meta(params, phase, epoch + 1, history, ctx.world)
-                save_checkpoint(paths.resume_state(params, phase), net.state_dict(), meta, opt.state_dict())
+                save_checkpoint(paths.resume_state(params, phase), net.state_dict(), meta,
+                                opt.state_dict())
                 _write_report(report, phase, history, complete=False)
                 log(f"{phase} epoch {epoch + 1}: " + ", ".join(
                     f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float)))
@@ -213,9 +214,10 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
         meta = _meta(params, phase, ph.epochs, history, ctx.world) | {"complete": True}
         save_checkpoint(final, net.state_dict(), meta)
         _write_report(report, phase, history, complete=True)
-        paths.resume_state(params, phase).unlink(missing_ok=True)
+        resume = paths.resume_state(params, phase)
+        resume.unlink(missing_ok=True)
         try:
-            paths.resume_state(params, phase).parent.rmdir()  # only if no other phase is mid-run
+            resume.parent.rmdir()  # only if no other phase is mid-run
         except OSError:
             pass
     barrier(ctx)

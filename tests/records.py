@@ -104,7 +104,8 @@ def command_modules(args: list[str], root: Path = ROOT) -> set[str]:
             body = ast.parse(textwrap.dedent(inspect.getsource(fn)))
             module = fn.__module__
             tree = ast.parse(module_file(module, root).read_text())
-            top = ast.Module([n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))], [])
+            top = ast.Module([n for n in tree.body
+                              if isinstance(n, (ast.Import, ast.ImportFrom))], [])
             own = _imports(top, root)  # the command module's own imports, not its other commands'
 
             # the command module's file, without following its other commands' imports

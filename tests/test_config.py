@@ -281,5 +281,6 @@ def test_dataclass_defaults_agree_with_params_yaml(raw):
 def test_a_disagreeing_default_is_found():
     from ofa.config_specialize import PredictorConfig
 
-    found = _default_mismatches(PredictorConfig, {"n_subnets": PredictorConfig.n_subnets + 1}, "predictor")
+    wrong = {"n_subnets": PredictorConfig.n_subnets + 1}
+    found = _default_mismatches(PredictorConfig, wrong, "predictor")
     assert len(found) == 1 and found[0].startswith("predictor.n_subnets")

@@ -61,7 +61,8 @@ def _recording(cls) -> None:
 def _install() -> None:
     for module in (config, config_space, config_specialize):
         for obj in vars(module).values():
-            if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == module.__name__:
+            if (isinstance(obj, type) and dataclasses.is_dataclass(obj)
+                    and obj.__module__ == module.__name__):
                 _recording(obj)
     original = config.load_params
 
