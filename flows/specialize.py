@@ -1,10 +1,11 @@
-"""Specialization as Prefect flows, calling the same `ofa` functions as the CLI and DVC.
+"""Specialization as Prefect flows: each step is its DVC stage (flows/stages.py), so what a
+flow writes is in dvc.lock and the DVC cache exactly as after `dvc repro`.
 
-Measurement and I/O tasks retry (a disturbed timing run or a busy disk is worth another go);
-tasks return small values (paths, metrics) and the artifacts stay where DVC versions them.
-Great Expectations gates stand between steps: the accuracy dataset before the predictor is
-fitted, each latency table before anything searches with it. `new_devices` finds registered
-devices without a latency table and specializes each.
+Measurement and I/O stages retry (a disturbed timing run or a busy disk is worth another go);
+gates and searches do not. Great Expectations gates are stages between the steps: the
+accuracy dataset before the predictor is fitted, each latency table before anything searches
+with it. `new_devices` finds registered devices without a latency table and specializes each.
+The Dask flow is the one exception: another executor for the accuracy dataset's subnets.
 """
 
 from __future__ import annotations
@@ -13,25 +14,15 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from flows.gates import gate_task
+from flows.stages import project_root, run_stage
 from ofa import paths
 from ofa.config import load_params
-from ofa.latency import build_table, check_table
-from ofa.predictor import build_acc_dataset, fit_predictor
 from ofa.predictor.dataset import measure_checkpoint, sample_configs, write_dataset
 from ofa.space import SearchSpace, SubnetConfig
-from ofa.specialize import run_export, run_report, run_search
 
 
 def _params(params_path: str, preset: str | None):
     return load_params(params_path, preset)
-
-
-@task(name="acc-dataset", retries=1, retry_delay_seconds=5)
-def acc_dataset_task(params_path: str, preset: str | None = None) -> dict:
-    p = _params(params_path, preset)
-    df = build_acc_dataset(p, paths.last_checkpoint(p), show_progress=False)
-    return {"path": p.predictor.dataset_path, "rows": len(df)}
 
 
 @task(name="measure-subnets", retries=1, retry_delay_seconds=5)
@@ -77,71 +68,51 @@ def run_acc_dataset_on_dask(params_path: str = "params.yaml", preset: str | None
         params_path, preset, chunks, out)
 
 
-@task(name="fit-predictor")
-def fit_predictor_task(params_path: str, preset: str | None = None) -> dict:
-    report = fit_predictor(_params(params_path, preset))
-    return {"chosen": report["chosen"], "rmse_points": report["predictor"]["rmse_points"],
-            "kendall_tau": report["predictor"]["kendall_tau"]}
-
-
-@task(name="latency-table", retries=2, retry_delay_seconds=5)
-def latency_task(params_path: str, device: str, preset: str | None = None) -> dict:
-    p = _params(params_path, preset)
-    path = build_table(p, device, show_progress=False)
-    check = check_table(p, device)
-    return {"table": str(path), "within_10pct": check["within_10pct"]}
-
-
-@task(name="search")
-def search_task(params_path: str, device: str, preset: str | None = None) -> str:
-    return str(run_search(_params(params_path, preset), device))
-
-
-@task(name="export", retries=1, retry_delay_seconds=5)
-def export_task(params_path: str, device: str, preset: str | None = None) -> str:
-    p = _params(params_path, preset)
-    return str(run_export(p, device, paths.last_checkpoint(p)))
-
-
-@task(name="report", retries=1, retry_delay_seconds=2)
-def report_task(params_path: str, preset: str | None = None,
-                evaluate_json: str = "reports/evaluate.json", out_dir: str = "reports") -> str:
-    run_report(_params(params_path, preset), None, Path(evaluate_json), Path(out_dir))
-    return str(Path(out_dir) / "pareto.md")
-
-
 @flow(name="predictor", log_prints=True)
-def predictor_flow(params_path: str = "params.yaml", preset: str | None = None) -> dict:
-    """Measure the accuracy dataset, gate it, then fit the predictor on it."""
-    acc_dataset_task(params_path, preset)
-    gate_task(params_path, "acc-dataset", None, preset)
-    return fit_predictor_task(params_path, preset)
+def predictor_flow(params_path: str = "params.yaml") -> list[str]:
+    """Measure the accuracy dataset, then gate it and fit the predictor on it (DVC stages)."""
+    root = project_root(params_path)
+    return [run_stage(root, "acc-dataset", retries=1), run_stage(root, "fit-predictor")]
 
 
 @flow(name="search", log_prints=True)
-def search_flow(device: str, params_path: str = "params.yaml", preset: str | None = None) -> str:
-    """Search one device's constraints with its (gated) latency table and the predictor."""
-    gate_task(params_path, "latency", device, preset)
-    return search_task(params_path, device, preset)
+def search_flow(device: str, params_path: str = "params.yaml") -> list[str]:
+    """Gate one device's latency table, then search its constraints with the predictor."""
+    root = project_root(params_path)
+    load_params(params_path).device(device)  # an unknown device fails before any work
+    return [run_stage(root, f"gate-latency@{device}"), run_stage(root, f"search@{device}")]
 
 
 @flow(name="export", log_prints=True)
-def export_flow(device: str, params_path: str = "params.yaml", preset: str | None = None) -> str:
+def export_flow(device: str, params_path: str = "params.yaml") -> str:
     """Export, verify and time one device's searched subnets."""
-    return export_task(params_path, device, preset)
+    root = project_root(params_path)
+    load_params(params_path).device(device)
+    return run_stage(root, f"export@{device}", retries=1)
 
 
 @flow(name="specialize-device", log_prints=True)
-def specialize_device(device: str, params_path: str = "params.yaml", preset: str | None = None,
-                      evaluate_json: str = "reports/evaluate.json", out_dir: str = "reports") -> dict:
-    """Latency table -> gate -> search -> export -> report, for one registered device."""
-    _params(params_path, preset).device(device)  # an unknown device fails before any work
-    table = latency_task(params_path, device, preset)
-    gate_task(params_path, "latency", device, preset)
-    search = search_task(params_path, device, preset)
-    export = export_task(params_path, device, preset)
-    report = report_task(params_path, preset, evaluate_json, out_dir)
-    return {"device": device, **table, "search": search, "export": export, "report": report}
+def specialize_device(device: str, params_path: str = "params.yaml",
+                      report: bool = True) -> dict:
+    """Latency table -> gate -> search -> export (-> report), each its DVC stage. A table that
+    fails its gate is removed, so the device counts as new again at the next run."""
+    root = project_root(params_path)
+    params = load_params(params_path)
+    params.device(device)
+    run_stage(root, f"latency@{device}", retries=2)  # a disturbed timing run is worth another go
+    try:
+        run_stage(root, f"gate-latency@{device}")
+    except Exception:
+        paths.latency_table(params, device).unlink(missing_ok=True)
+        print(f"{device}: its latency table failed the gate and was removed; "
+              "the next new-devices run measures it again")
+        raise
+    run_stage(root, f"search@{device}")
+    run_stage(root, f"export@{device}", retries=1)
+    if report:
+        run_stage(root, "report", retries=1)
+    return {"device": device, "table": str(paths.latency_table(params, device)),
+            "export": str(paths.export_record(params, device))}
 
 
 def devices_without_table(params_path: str = "params.yaml", preset: str | None = None) -> list[str]:
@@ -150,12 +121,24 @@ def devices_without_table(params_path: str = "params.yaml", preset: str | None =
 
 
 @flow(name="new-devices", log_prints=True)
-def new_devices(params_path: str = "params.yaml", preset: str | None = None,
-                evaluate_json: str = "reports/evaluate.json", out_dir: str = "reports") -> list[dict]:
-    """Specialize every registered device that has no latency table yet."""
-    todo = devices_without_table(params_path, preset)
-    print(f"devices without a latency table: {todo or 'none'}")
-    return [specialize_device(d, params_path, preset, evaluate_json, out_dir) for d in todo]
+def new_devices(params_path: str = "params.yaml") -> list[dict]:
+    """Specialize every registered device that has no latency table yet, each in its own
+    subflow run (one failing does not stop the others), then rebuild the report once."""
+    root = project_root(params_path)
+    todo = devices_without_table(params_path)
+    print(f"devices without a latency table: {', '.join(todo) or 'none'}")
+    states = {d: specialize_device.with_options(flow_run_name=f"specialize-{d}")(
+        d, params_path, report=False, return_state=True) for d in todo}
+    done = [s.result() for s in states.values() if s.is_completed()]
+    failed = [d for d, s in states.items() if not s.is_completed()]
+    if done:
+        run_stage(root, "report", retries=1)
+    print(f"specialized: {', '.join(r['device'] for r in done) or 'none'}; "
+          f"failed: {', '.join(failed) or 'none'}")
+    if failed:
+        raise RuntimeError(f"new-devices: {len(failed)} of {len(todo)} devices failed: "
+                           f"{', '.join(failed)} (their subflow runs say why)")
+    return done
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import typer
 
 from ofa import paths
 from ofa.cli_app import app, load
+from ofa.errors import OFAError
 
 
 def _checkpoint(params, checkpoint: Optional[Path]) -> Path:
@@ -56,8 +57,12 @@ def latency(ctx: typer.Context, device: str = typer.Option(..., help="device fro
     typer.echo(f"wrote {path}")
     if check:
         res = check_table(params, device)
-        typer.echo(f"checked on {res['n']} subnets: {100 * res['within_10pct']:.0f}% within "
-                   f"+-10%, RMSE {res['rmse_ms']:.3f} ms ({res['rmse_pct']:.1f}%)")
+        if res["n"] == 0:
+            typer.echo("not checked: the table was measured elsewhere (an imported table), so "
+                       "no subnet could be timed here to compare it with")
+        else:
+            typer.echo(f"checked on {res['n']} subnets: {100 * res['within_10pct']:.0f}% within "
+                       f"+-10%, RMSE {res['rmse_ms']:.3f} ms ({res['rmse_pct']:.1f}%)")
 
 
 @app.command("latency-layers")
@@ -117,13 +122,19 @@ def benchmark_search(ctx: typer.Context, repeats: int = typer.Option(3, min=1)) 
 
 @app.command()
 def deploy(ctx: typer.Context) -> None:
-    """Serve the Prefect deployments (new-devices on its cron) against a running Prefect API."""
+    """Serve the Prefect deployments (new-devices on its cron) against a running Prefect API.
+    Stopping it pauses the schedule (Prefect's `serve`); README: running it as a service."""
     params = load(ctx)
+    if ctx.obj.preset is not None:
+        raise OFAError("deploy: the flows run the DVC stages, which read the preset from "
+                       "params.yaml; set `preset:` there instead of --preset")
     from flows.deploy import serve_deployments
+    from flows.stages import project_root
 
+    project_root(ctx.obj.params)
     cron = params.orchestration.new_devices_cron
-    typer.echo(f"serving deployments; new-devices runs on '{cron}' (Ctrl-C stops)")
-    serve_deployments(str(ctx.obj.params), ctx.obj.preset)
+    typer.echo(f"serving deployments; new-devices runs on '{cron}' (Ctrl-C stops and pauses it)")
+    serve_deployments(str(ctx.obj.params))
 
 
 @app.command()

@@ -29,6 +29,35 @@ def train(ctx: typer.Context,
         typer.echo(f"wrote {result.checkpoint} and {result.report}")
 
 
+@app.command("train-scratch")
+def train_scratch(ctx: typer.Context,
+                  config: str = typer.Option(..., help="the subnet to train alone (string or JSON)"),
+                  distill: bool = typer.Option(False, help="distil from the teacher phase's "
+                                               "checkpoint, as the shrinking phases do"),
+                  progress: bool = typer.Option(True, help="show a progress bar")) -> None:
+    """Train one subnet from random initialisation with the teacher phase's recipe at its own
+    resolution (the from-scratch baseline); resumes a killed run."""
+    params = load(ctx, configs=[config])
+    from ofa.launch import WorkersFailed, in_world, run_phase
+    from ofa.scratch import with_scratch_phase, write_scratch_report
+    from ofa.space import SearchSpace, SubnetConfig
+
+    cfg = SearchSpace(params.space).validate(SubnetConfig.parse(config))
+    params, name = with_scratch_phase(params, cfg, distill)
+    command = ["train-scratch", "--config", str(cfg), "--distill" if distill else "--no-distill"]
+    try:
+        run_phase(params, ctx.obj.params, ctx.obj.preset, name, progress, command)
+    except WorkersFailed as exc:  # the worker has printed its one error line
+        raise typer.Exit(exc.code) from None
+    if in_world():  # a worker: the process that started the workers evaluates
+        return
+    summary = write_scratch_report(params, name)
+    typer.echo(f"{name}: test top-1 {100 * summary['test_acc']:.2f}% (validation "
+               f"{100 * summary['val_acc']:.2f}%), {summary['train_seconds']:.0f} s, "
+               f"{summary['images_seen']} images; wrote {summary['checkpoint']} and "
+               f"{summary['path']}")
+
+
 @app.command()
 def evaluate(ctx: typer.Context,
              phase: Optional[str] = typer.Option(None, help="evaluate this phase's checkpoint "
@@ -47,7 +76,7 @@ def evaluate(ctx: typer.Context,
     from rich.console import Console
     from rich.table import Table
 
-    from ofa.evaluate import run_evaluate
+    from ofa.evaluation_report import run_evaluate
 
     if checkpoint is None:
         phase = phase or params.shrinking_order()[-1]

@@ -17,8 +17,8 @@ from typing import Any, Literal
 import yaml
 
 from ofa.config_space import Activation, ConvSpec, SpaceConfig, StageSpec  # noqa: F401
-from ofa.config_specialize import (DeviceConfig, LatencyConfig, OrchestrationConfig,
-                                   PredictorConfig, SearchConfig)
+from ofa.config_specialize import (ConstraintsConfig, DeviceConfig, LatencyConfig,
+                                   OrchestrationConfig, PredictorConfig, SearchConfig)
 from ofa.errors import OFAError, optional, require
 
 @dataclass(frozen=True)
@@ -86,6 +86,8 @@ class PhaseConfig:
     elastic_resolution: bool = optional(True)
     sandwich: bool = optional(False)  # beyond the paper (BigNAS): each step's first two subnets are the
     # phase's largest and smallest, the rest random
+    fixed: str | None = optional(None)  # one subnet only (a from-scratch baseline: the supernet
+    # restricted to this config, at its resolution); written by `ofa-cli train-scratch`
 
     def __post_init__(self) -> None:
         _require(self.epochs > 0, "epochs", "must be positive")
@@ -106,6 +108,7 @@ class Params:
     latency: LatencyConfig = LatencyConfig()
     search: SearchConfig = SearchConfig()
     devices: dict[str, DeviceConfig] = field(default_factory=dict)
+    constraints: dict[str, ConstraintsConfig] = field(default_factory=dict)
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
     def __post_init__(self) -> None:
@@ -123,6 +126,12 @@ class Params:
                          f"{key}.init_from", f"unknown phase {ph.init_from!r}")
         _require("teacher" in self.phases, "phases.teacher",
                  "the full-network phase 'teacher' is required (it is the distillation teacher)")
+        for name in self.devices:
+            _require(name in self.constraints, f"constraints.{name}",
+                     f"missing: device {name!r} needs its limits (latency_ms, latency_frac, flops_m)")
+        for name in self.constraints:
+            _require(name in self.devices, f"constraints.{name}",
+                     f"no device {name!r} is registered under devices")
 
     def chain(self, name: str) -> list[str]:
         """The phases a phase's checkpoint went through, in order: teacher -> ... -> name."""
@@ -140,6 +149,10 @@ class Params:
             known = ", ".join(self.devices) or "none"
             raise OFAError(f"unknown device {name!r}; params.yaml registers: {known}")
         return self.devices[name]
+
+    def constraints_of(self, name: str) -> ConstraintsConfig:
+        self.device(name)
+        return self.constraints[name]
 
     def phase(self, name: str) -> PhaseConfig:
         if name not in self.phases:
@@ -174,8 +187,10 @@ def _build(tp: Any, value: Any, key: str) -> Any:
             return tp(**kwargs)
         except OFAError as exc:
             msg = str(exc)
-            if tp is DeviceConfig and msg.startswith("params: devices.*"):
-                raise OFAError(f"params: {key}{msg[len('params: devices.*'):]}") from None
+            for cls, prefix in ((DeviceConfig, "params: devices.*"),
+                                (ConstraintsConfig, "params: constraints.*")):
+                if tp is cls and msg.startswith(prefix):
+                    raise OFAError(f"params: {key}{msg[len(prefix):]}") from None
             if tp is PhaseConfig and msg.startswith("params: "):
                 raise OFAError(f"params: {key}.{msg[len('params: '):]}") from None
             raise

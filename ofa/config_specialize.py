@@ -48,28 +48,47 @@ class PredictorConfig:
 
 @dataclass(frozen=True)
 class DeviceConfig:
-    """One deployment target: how to run a subnet there and the constraints to meet."""
+    """One deployment target: how to run a subnet there (what its latency table measures)."""
 
     backend: Backend
     threads: int = optional(1)
     batch_size: int = optional(1)
     device: Literal["cpu", "cuda"] = optional("cpu")
-    latency_ms: tuple[float, ...] = optional(())  # latency constraints to specialize for
-    # latency constraints as fractions of the way from the device's fastest subnet (0) to its
-    # slowest (1), resolved against its own table: portable to machines of unknown speed
-    latency_frac: tuple[float, ...] = optional(())
-    flops_m: tuple[float, ...] = optional(())  # MMAC constraints to specialize for
     table: str | None = optional(None)    # a table measured elsewhere (a phone): skip measuring
 
     def __post_init__(self) -> None:
         require(self.threads >= 1, "devices.*.threads", "must be at least 1")
         require(self.batch_size >= 1, "devices.*.batch_size", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class ConstraintsConfig:
+    """What to specialize a device for; kept apart from `DeviceConfig` so that a changed limit
+    reruns the search and export but not the device's latency table."""
+
+    latency_ms: tuple[float, ...] = optional(())  # latency limits in ms
+    # latency limits as fractions of the way from the device's fastest subnet (0) to its
+    # slowest (1), resolved against its own table: portable to machines of unknown speed
+    latency_frac: tuple[float, ...] = optional(())
+    flops_m: tuple[float, ...] = optional(())  # MMAC limits
+
+    def __post_init__(self) -> None:
         require(all(v > 0 for v in self.latency_ms + self.flops_m),
-                "devices.*.latency_ms/flops_m", "constraints must be positive")
-        require(all(0 < v <= 1 for v in self.latency_frac), "devices.*.latency_frac",
+                "constraints.*.latency_ms/flops_m", "limits must be positive")
+        require(all(0 < v <= 1 for v in self.latency_frac), "constraints.*.latency_frac",
                 "fractions must be in (0, 1]")
-        require(bool(self.latency_ms or self.latency_frac or self.flops_m), "devices.*",
-                "needs at least one constraint: latency_ms, latency_frac or flops_m")
+        require(bool(self.latency_ms or self.latency_frac or self.flops_m), "constraints.*",
+                "needs at least one limit: latency_ms, latency_frac or flops_m")
+        for kind in ("latency_ms", "latency_frac", "flops_m"):
+            values = getattr(self, kind)
+            require(len(set(values)) == len(values), f"constraints.*.{kind}",
+                    "repeats a limit (each one is a folder and a report row)")
+
+    def specs(self) -> list[tuple[str, float]]:
+        """Each limit as the user wrote it, in order: (kind, value), e.g. ('latency_frac', 0.15)."""
+        return ([("latency_ms", v) for v in self.latency_ms]
+                + [("latency_frac", v) for v in self.latency_frac]
+                + [("flops_m", v) for v in self.flops_m])
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ofa import paths
 from ofa.bn import recalibrate
-from ofa.checkpoint import atomic_write_text
 from ofa.config import Params, TrainConfig
 from ofa.data import Dataset, Split, batches, load_dataset, to_input
 from ofa.inference import accuracy, split_hits
@@ -118,48 +115,3 @@ def evaluate_checkpoint(params: Params, path: Path, extra: list[str],
                                                          inputs, params.train.eval_backend)})
             bar.update(task, advance=1, info=f"{name} r{cfg.r}")
     return rows
-
-
-def run_evaluate(params: Params, checkpoint: Path, extra: list[str], splits: tuple[str, ...],
-                 output: Path, show_progress: bool = True, phase: str | None = None) -> list[dict]:
-    """Evaluate (as evaluate_checkpoint) and write `output` (JSON) and its .md summary, whose
-    training table lists the phases that led to `phase` (default: the last shrinking phase),
-    not an ablation that branched off."""
-    rows = evaluate_checkpoint(params, checkpoint, extra, splits, show_progress)
-    output = Path(output)
-    atomic_write_text(output, json.dumps({"checkpoint": str(checkpoint), "rows": rows}, indent=2))
-    reports = training_reports(params, phase)
-    atomic_write_text(output.with_suffix(".md"), markdown_summary(checkpoint, rows, splits, reports))
-    return rows
-
-
-def training_reports(params: Params, phase: str | None = None) -> list[dict]:
-    """The training reports (where written) of the phases that led to `phase` (default: the
-    last shrinking phase), in order; an ablation that branched off is not among them."""
-    names = params.chain(phase) if phase else params.shrinking_order()
-    return [json.loads(p.read_text()) for name in names
-            if (p := paths.train_report(params, name)).is_file()]
-
-
-def markdown_summary(checkpoint: Path, rows: list[dict], splits: tuple[str, ...],
-                     train_reports: list[dict]) -> str:
-    """A human-readable record of a run: per-phase training time and per-subnet accuracy."""
-    lines = [f"# Evaluation of `{checkpoint}`", "",
-             "Top-1 after BN recalibration, per subnet and input resolution.", "",
-             "| subnet | resolution | MMACs | params | " + " | ".join(f"{s} top-1 %" for s in splits) + " |",
-             "|---|---|---|---|" + "---|" * len(splits)]
-    for r in rows:
-        accs = " | ".join(f"{100 * r[f'{s}_acc']:.2f}" for s in splits)
-        lines.append(f"| {r['name']} `{r['config']}` | {r['resolution']} | {r['macs'] / 1e6:.2f} | "
-                     f"{r['params']} | {accs} |")
-    if train_reports:
-        total = sum(t["train_seconds"] for t in train_reports)
-        lines += ["", "## Training", "", "| phase | epochs | seconds | last val top-1 (max / min subnet) |",
-                  "|---|---|---|---|"]
-        for t in train_reports:
-            mn = t.get("val_acc_min")
-            lines.append(f"| {t['phase']} | {t['epochs']} | {t['train_seconds']:.0f} | "
-                         f"{100 * t.get('val_acc_max', float('nan')):.2f} / "
-                         f"{'-' if mn is None else f'{100 * mn:.2f}'} |")
-        lines.append(f"| all | | {total:.0f} ({total / 60:.1f} min) | |")
-    return "\n".join(lines) + "\n"

@@ -102,9 +102,10 @@ def write_model(model: nn.Module, cfg: SubnetConfig, space: SearchSpace, folder:
     return record
 
 
-def constraint_dirname(name: str, limit: float) -> str:
-    """A folder name per constraint, e.g. latency_ms-4 or flops_m-10.5."""
-    return f"{name}-{limit:g}"
+def constraint_dirname(spec: str) -> str:
+    """A folder name per constraint as the user wrote it, e.g. latency_frac-0.15 or
+    flops_m-10.5 (stable across table rebuilds, unlike the resolved limit)."""
+    return spec.replace("=", "-")
 
 
 def export_choice(supernet: nn.Module, cfg: SubnetConfig, folder: Path, data, settings,

@@ -40,12 +40,14 @@ def in_world() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def worker_args(params_path: Path, preset: str | None, phase: str, progress: bool) -> list[str]:
-    """`ofa.cli` arguments that train `phase` with the same params file and preset."""
+def worker_args(params_path: Path, preset: str | None, command: list[str],
+                progress: bool) -> list[str]:
+    """`ofa.cli` arguments that run the training `command` (e.g. `train --phase kernel`)
+    with the same params file and preset."""
     args = ["--params", str(params_path)]
     if preset:
         args += ["--preset", preset]
-    return args + ["train", "--phase", phase, "--progress" if progress else "--no-progress"]
+    return args + command + ["--progress" if progress else "--no-progress"]
 
 
 def _free_port() -> int:
@@ -150,13 +152,15 @@ class TrainedPhase:
 
 
 def run_phase(params: Params, params_path: Path, preset: str | None, phase: str,
-              progress: bool) -> TrainedPhase:
+              progress: bool, command: list[str] | None = None) -> TrainedPhase:
     """Train `phase` in `train.processes` local workers unless this process already is one
-    (ours or torchrun's) or one process is asked for; then here. WorkersFailed if a worker
-    failed."""
+    (ours or torchrun's) or one process is asked for; then here. The workers run `command`
+    (default `train --phase <phase>`; a phase made up by a command, such as a from-scratch
+    run, passes that command). WorkersFailed if a worker failed."""
     if params.train.processes > 1 and not in_world():
         code = launch_workers(params.train.processes,
-                              worker_args(params_path, preset, phase, progress))
+                              worker_args(params_path, preset,
+                                          command or ["train", "--phase", phase], progress))
         if code != 0:
             raise WorkersFailed(phase, code)
         report = paths.train_report(params, phase)

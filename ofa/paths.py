@@ -24,6 +24,11 @@ def resume_state(params: Params, phase: str) -> Path:
     return Path(params.train.checkpoint_dir) / ".resume" / f"{phase}.pt"
 
 
+def training_curves(params: Params) -> Path:
+    """Every phase's training curves, one image (the evaluate step draws it)."""
+    return Path(params.train.report_dir) / "curves.png"
+
+
 def train_report(params: Params, phase: str) -> Path:
     """A phase's training metrics (JSON; the per-epoch CSV sits beside it)."""
     return Path(params.train.report_dir) / f"{phase}.json"

@@ -4,7 +4,8 @@ Inputs are the export records (`models/<device>/export.json`: chosen subnets wit
 test accuracy and latency, plus the uniformly scaled baselines' measured latency), the
 evaluation of min/mid/max subnets (`reports/evaluate.json`, their test accuracy) and the
 accuracy dataset (sampled subnets, validation accuracy). Outputs: `reports/pareto.md`,
-`reports/pareto.json` (a DVC metric) and `reports/pareto_<device>.png`.
+`reports/pareto.json` (every shipped subnet, keyed by the constraint as the user wrote it) and
+`reports/pareto/<device>.png`; `ofa.metrics` condenses them into the headline metrics.
 """
 
 from __future__ import annotations
@@ -39,6 +40,24 @@ def _read_json(path: Path, what: str) -> dict:
         raise OFAError(f"{what} {path} is not readable JSON ({exc})") from None
 
 
+def read_evaluation(path: Path) -> dict:
+    """`reports/evaluate.json` (min/mid/max rows with their test accuracy)."""
+    return _read_json(path, "evaluation")
+
+
+def meets_limit(row: dict) -> bool:
+    """Whether a shipped subnet met its limit as measured (MACs are exact; latency is timed)."""
+    if row["name"] == "flops_m":
+        return row["macs"] / 1e6 <= row["limit"]
+    return row["measured_latency_ms"] <= row["limit"]
+
+
+def constraint_cell(row: dict) -> str:
+    """The constraint as written, with the limit it resolved to, e.g. latency_frac=0.15 (<= 0.54 ms)."""
+    unit = "MMACs" if row["name"] == "flops_m" else "ms"
+    return f"{row['constraint']} (<= {row['limit']:g} {unit})"
+
+
 def best_baseline_within(baselines: list[dict], latency_ms: float) -> dict | None:
     """The most accurate baseline no slower than `latency_ms` (what one gets without search)."""
     fast = [b for b in baselines if b["measured_latency_ms"] <= latency_ms]
@@ -48,7 +67,7 @@ def best_baseline_within(baselines: list[dict], latency_ms: float) -> dict | Non
 def load_device_report(export_json: Path, evaluate_json: Path,
                        sampled: list[dict] | None = None) -> DeviceReport:
     record = _read_json(export_json, "export record")
-    tests = {r["config"]: r["test_acc"] for r in _read_json(evaluate_json, "evaluation")["rows"]
+    tests = {r["config"]: r["test_acc"] for r in read_evaluation(evaluate_json)["rows"]
              if "test_acc" in r}
     try:
         baselines = [b | {"test_acc": tests[b["config"]]} for b in record["baselines"]
@@ -65,8 +84,8 @@ def load_device_report(export_json: Path, evaluate_json: Path,
 
 
 def plot_name(device: str) -> str:
-    """The device's accuracy-vs-latency plot, beside pareto.md."""
-    return f"pareto_{device}.png"
+    """The device's accuracy-vs-latency plot, relative to pareto.md (a folder DVC caches)."""
+    return f"pareto/{device}.png"
 
 
 def _markdown(reports: list[DeviceReport]) -> str:
@@ -90,7 +109,7 @@ def _markdown(reports: list[DeviceReport]) -> str:
                 ties += abs(delta) <= 0.05
                 base_txt = f"{100 * base['test_acc']:.2f} ({delta:+.2f})"
             lines.append(
-                f"| {r['constraint']} | `{r['config']}` | {100 * r['predicted_acc']:.2f} | "
+                f"| {constraint_cell(r)} | `{r['config']}` | {100 * r['predicted_acc']:.2f} | "
                 f"{100 * r['test_acc']:.2f} | {r['predicted_latency_ms']:.3f} | "
                 f"{r['measured_latency_ms']:.3f} | {r['macs'] / 1e6:.2f} | {r['params']} | {base_txt} |")
         lines += ["", f"Specialization beats the best no-slower uniform baseline in {wins} of "
@@ -162,9 +181,10 @@ def write_report(reports: list[DeviceReport], out_dir: Path,
     summary = {}
     for rep in reports:
         _plot(rep, out_dir / plot_name(rep.device))
-        summary[rep.device] = {r["constraint"]: {"test_acc": r["test_acc"],
+        summary[rep.device] = {r["constraint"]: {"limit": r["limit"], "test_acc": r["test_acc"],
                                                  "measured_latency_ms": r["measured_latency_ms"],
-                                                 "predicted_acc": r["predicted_acc"]}
+                                                 "predicted_acc": r["predicted_acc"],
+                                                 "met_limit": meets_limit(r)}
                                for r in rep.rows}
     atomic_write_text(out_dir / "pareto.md", _markdown(reports) + _agreement_md(rank_agreement or {}))
     atomic_write_text(out_dir / "pareto.json", json.dumps(summary, indent=2))
@@ -172,18 +192,31 @@ def write_report(reports: list[DeviceReport], out_dir: Path,
 
 
 def print_table(reports: list[DeviceReport]) -> None:
-    """The same rows in the terminal (rich)."""
+    """The same rows in the terminal: a table where it fits (rich), else a compact block per
+    row that stays readable at 80 columns and in logs (DVC's, pipes)."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
+    wide = console.is_terminal and console.width >= 160
     for rep in reports:
+        if not wide:
+            print(f"{rep.device}: specialized subnets")
+            for r in rep.rows:
+                base = best_baseline_within(rep.baselines, r["measured_latency_ms"])
+                print(f"  {constraint_cell(r)}\n"
+                      f"    test {100 * r['test_acc']:.2f}% (pred. {100 * r['predicted_acc']:.2f}), "
+                      f"{r['measured_latency_ms']:.3f} ms (pred. {r['predicted_latency_ms']:.3f}), "
+                      f"{r['macs'] / 1e6:.2f} MMACs\n    {r['config']}")
+                if base is not None:
+                    print(f"    best no-slower uniform subnet: {100 * base['test_acc']:.2f}%")
+            continue
         table = Table(title=f"{rep.device}: specialized subnets")
         for col in COLUMNS:
             table.add_column(col)
         for r in rep.rows:
             base = best_baseline_within(rep.baselines, r["measured_latency_ms"])
-            table.add_row(r["constraint"], r["config"], f"{100 * r['predicted_acc']:.2f}",
+            table.add_row(constraint_cell(r), r["config"], f"{100 * r['predicted_acc']:.2f}",
                           f"{100 * r['test_acc']:.2f}", f"{r['predicted_latency_ms']:.3f}",
                           f"{r['measured_latency_ms']:.3f}", f"{r['macs'] / 1e6:.2f}",
                           str(r["params"]),

@@ -96,8 +96,16 @@ class SearchSpace:
         return Choices(c.kernel_choices, c.expand_choices, c.depth_choices, c.resolutions)
 
     def phase_choices(self, phase: PhaseConfig) -> Choices:
+        if phase.fixed is not None:
+            cfg = self.fixed_config(phase)
+            return Choices(tuple(sorted(set(cfg.ks))), tuple(sorted(set(cfg.e))),
+                           tuple(sorted(set(cfg.d))), (cfg.r,))
         res = self.cfg.resolutions if phase.elastic_resolution else (max(self.cfg.resolutions),)
         return Choices(phase.kernel, phase.expand, phase.depth, res)
+
+    def fixed_config(self, phase: PhaseConfig) -> SubnetConfig | None:
+        """The one subnet a from-scratch phase trains (None for a supernet phase)."""
+        return None if phase.fixed is None else self.validate(SubnetConfig.parse(phase.fixed))
 
     def uniform(self, k: int, e: int, d: int, r: int) -> SubnetConfig:
         return SubnetConfig((k,) * self.n_slots, (e,) * self.n_slots, (d,) * self.n_stages, r)

@@ -25,7 +25,8 @@ from ofa.export import build_static, constraint_dirname, export_choice
 from ofa.latency import LatencyModel, device_rank_agreement, end_to_end_ms, speed_drift
 from ofa.latency.measure import torch_threads
 from ofa.predictor import load_predictor, read_dataset
-from ofa.report import load_device_report, write_report
+from ofa.metrics import write_headline
+from ofa.report import load_device_report, read_evaluation, write_report
 from ofa.search.evolution import Constraint, evolve, feasible
 from ofa.search.nsga import nsga2
 from ofa.space import SearchSpace, SubnetConfig
@@ -35,29 +36,38 @@ SEARCH_FORMAT = "ofa-search/1"
 
 
 def latency_limits(params: Params, device: str, model, layout) -> list[float]:
-    """The device's latency limits in ms: `latency_ms` as given, then each `latency_frac`
-    resolved between its fastest and slowest subnet as its table predicts (4 digits)."""
+    """The device's latency limits in ms, in `ConstraintsConfig.specs` order: `latency_ms` as
+    given, each `latency_frac` resolved between its fastest and slowest subnet as its table
+    predicts (4 digits)."""
 
-    dev = params.device(device)
-    limits = list(dev.latency_ms)
-    if dev.latency_frac:
+    return [limit for kind, _, limit in _limits(params, device, model, layout)
+            if kind == "latency_ms"]
+
+
+def _limits(params: Params, device: str, model, layout) -> list[tuple[str, str, float]]:
+    """(kind, spec, limit) per constraint: the kind evaluated (latency_ms or flops_m), the
+    constraint as the user wrote it (`latency_frac=0.15`: stable keys for reports and folders)
+    and the resolved limit."""
+
+    wanted = params.constraints_of(device).specs()
+    lo = hi = 0.0
+    if any(kind == "latency_frac" for kind, _ in wanted):
         ends = np.stack([np.zeros(layout.width, dtype=np.int64), layout.cardinalities() - 1])
         lo, hi = (float(v) for v in model.predict_genes(ends))
-        limits += [float(f"{lo + f * (hi - lo):.4g}") for f in dev.latency_frac]
-    return limits
-
-
-def _constraints(params: Params, device: str, model, layout) -> list:
-
-    dev = params.device(device)
-    out = [Constraint("latency_ms", model.predict_genes, limit)
-           for limit in latency_limits(params, device, model, layout)]
-    out += [Constraint("flops_m", lambda g: model.macs_genes(g) / 1e6, limit)
-            for limit in dev.flops_m]
-    if not out:
-        raise OFAError(f"params: devices.{device}: lists no latency_ms, latency_frac or flops_m "
-                       "constraints")
+    out = []
+    for kind, value in wanted:
+        spec = f"{kind}={value:g}"
+        if kind == "latency_frac":
+            out.append(("latency_ms", spec, float(f"{lo + value * (hi - lo):.4g}")))
+        else:
+            out.append((kind, spec, float(value)))
     return out
+
+
+def _constraints(params: Params, device: str, model, layout) -> list[tuple[str, Constraint]]:
+    cost = {"latency_ms": model.predict_genes, "flops_m": lambda g: model.macs_genes(g) / 1e6}
+    return [(spec, Constraint(kind, cost[kind], limit))
+            for kind, spec, limit in _limits(params, device, model, layout)]
 
 
 def run_search(params: Params, device: str, pareto: bool = True) -> Path:
@@ -86,17 +96,17 @@ def _search_all(params: Params, device: str, space: SearchSpace, layout, predict
 
 
     constraints = _constraints(params, device, model, layout)
-    found = [evolve(layout, predictor.predict_genes, [c], params.search) for c in constraints]
+    found = [evolve(layout, predictor.predict_genes, [c], params.search) for _, c in constraints]
     front = nsga2(layout, predictor.predict_genes, [model.predict_genes], params.search) \
         if pareto else []
     pool = np.stack([r.genes for r in found] + [np.asarray(g) for g, _, _ in front])
     scores = np.array([r.score for r in found] + [s for _, s, _ in front], dtype=np.float64)
     results = []
-    for c in constraints:
+    for spec, c in constraints:
         ok = np.flatnonzero(feasible(pool, [c]))
         best = ok[np.argmax(scores[ok])]  # never empty: the constraint's own evolution is in
         g = pool[best][None, :]
-        results.append({"constraint": f"{c.name}<={c.limit:g}", "name": c.name, "limit": c.limit,
+        results.append({"constraint": spec, "name": c.name, "limit": c.limit,
                         "config": str(from_genes(space, g)[0]),
                         "predicted_acc": float(scores[best]),
                         "predicted_latency_ms": float(model.predict_genes(g)[0]),
@@ -156,7 +166,7 @@ def run_export(params: Params, device: str, checkpoint: Path) -> Path:
         chosen = []
         for row in record["results"]:
             cfg = space.validate(SubnetConfig.parse(row["config"]))
-            name = constraint_dirname(row["name"], row["limit"])
+            name = constraint_dirname(row["constraint"])
             rec = export_choice(net, cfg, staged / name, data, settings, measure,
                                 extra={"device": device},
                                 test_images=params.train.final_eval_images,
@@ -190,6 +200,7 @@ def run_report(params: Params, devices: list[str] | None = None,
     reports = [load_device_report(paths.export_record(params, d), evaluate_json,
                                   _sampled(params, d)) for d in names]
     write_report(reports, out_dir, _rank_agreement(params, names))
+    write_headline(out_dir / "metrics.json", read_evaluation(evaluate_json), reports)
     return reports
 
 

@@ -138,6 +138,7 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
     if ctx.world > 1:
         model = nn.parallel.DistributedDataParallel(net, find_unused_parameters=True)
     choices = space.phase_choices(ph)
+    fixed = space.fixed_config(ph)
     if tc.batch_size % ctx.world:
         raise OFAError(f"params: train.batch_size: {tc.batch_size} is not divisible by the "
                        f"{ctx.world} DDP processes")
@@ -174,7 +175,8 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
                     with torch.no_grad():
                         soft = F.softmax(teacher(x, space.max_config(r)), dim=1)
                 opt.zero_grad(set_to_none=True)
-                cfgs = step_configs(space, arch_rng, choices, r, ph.subnets_per_step, ph.sandwich)
+                cfgs = [fixed] * ph.subnets_per_step if fixed is not None else \
+                    step_configs(space, arch_rng, choices, r, ph.subnets_per_step, ph.sandwich)
                 for j, cfg in enumerate(cfgs):
                     # DDP averages gradients once per step, after the last subnet's backward
                     with _accumulating(model, last=j == len(cfgs) - 1):
@@ -197,9 +199,13 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
                    "images_per_s": steps * tc.batch_size / seconds, "seconds": seconds,
                    "lr_end": lr}
             if ctx.is_main:  # the other ranks wait at the barrier: rank 0 takes every thread
+                bar.update(task, info="validating the largest and smallest subnet (BN recalibrated)")
+                if not show_progress:
+                    log(f"{phase} epoch {epoch + 1}: trained in {seconds:.0f} s; validating")
                 t_eval = time.perf_counter()
                 with torch_threads(tc.threads or torch.get_num_threads()):
-                    row.update(_epoch_eval(net, space, choices, data, settings, tc.eval_images))
+                    row.update(_epoch_eval(net, space, choices, data, settings, tc.eval_images,
+                                           fixed))
                 row["eval_seconds"] = time.perf_counter() - t_eval
                 history.append(row)
                 meta = _meta(params, phase, epoch + 1, history, ctx.world)
@@ -241,10 +247,11 @@ def _teacher_path(params: Params, phase: str) -> Path:
 
 
 def _epoch_eval(net: OFAMobileNetV3, space: SearchSpace, choices: Choices, data: Dataset,
-                settings: EvalSettings, limit: int) -> dict:
-    """Validation top-1 of the phase's largest and smallest subnets (BN recalibrated)."""
-    big = space.largest(choices, max(choices.resolution))
-    small = space.smallest(choices, min(choices.resolution))
+                settings: EvalSettings, limit: int, fixed: SubnetConfig | None = None) -> dict:
+    """Validation top-1 of the phase's largest and smallest subnets (BN recalibrated); of its
+    one subnet for a from-scratch phase."""
+    big = fixed or space.largest(choices, max(choices.resolution))
+    small = fixed or space.smallest(choices, min(choices.resolution))
     out = {"val_acc_max": evaluate_subnet(net, big, data, settings, limit=limit)["val_acc"]}
     if small != big:
         out["val_acc_min"] = evaluate_subnet(net, small, data, settings, limit=limit)["val_acc"]

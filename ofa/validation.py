@@ -8,6 +8,7 @@ with one message naming the failed expectation. GX is imported only here (it is 
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import shutil
 from pathlib import Path
@@ -74,12 +75,35 @@ def run_suite(name: str, df: pd.DataFrame, spec: list[tuple[str, dict]],
                      "success": bool(r.success), "observed": _observed(r.result)})
     summary = {"suite": name, "success": bool(result.success), "rows": len(df), "results": rows}
     atomic_write_text(out_dir / f"{name}.json", json.dumps(summary, indent=2, default=str))
+    atomic_write_text(out_dir / f"{name}.html", results_page(summary))
     failed = [r for r in rows if not r["success"]]
     if failed:
         f = failed[0]
         raise OFAError(f"validation gate '{name}' failed: {f['expectation']} {f['kwargs']} "
-                       f"(observed {f['observed']!r}); see {out_dir / name / 'index.html'}")
+                       f"(observed {f['observed']!r}); see {out_dir / f'{name}.html'}")
     return summary
+
+
+def results_page(summary: dict) -> str:
+    """The suite's results as one self-contained HTML page (no scripts, no remote styles): the
+    Data Docs index loads jQuery and bootstrap-table from CDNs and is empty offline."""
+    def cell(v) -> str:
+        return html.escape(v if isinstance(v, str) else json.dumps(v, default=str))
+
+    status = "passed" if summary["success"] else "FAILED"
+    body = "".join(
+        f"<tr class='{'ok' if r['success'] else 'bad'}'><td>{cell(r['expectation'])}</td>"
+        f"<td><code>{cell(r['kwargs'])}</code></td><td>{'yes' if r['success'] else 'NO'}</td>"
+        f"<td><code>{cell(r['observed'])}</code></td></tr>" for r in summary["results"])
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{cell(summary['suite'])}"
+            "</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:"
+            "collapse}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}"
+            "tr.bad{background:#fdd}code{white-space:pre-wrap}</style></head><body>"
+            f"<h1>Validation '{cell(summary['suite'])}': {status}</h1>"
+            f"<p>{summary['rows']} rows, {len(summary['results'])} expectations "
+            "(Great Expectations; the full Data Docs site is in the folder of the same name).</p>"
+            "<table><tr><th>expectation</th><th>arguments</th><th>passed</th><th>observed</th>"
+            f"</tr>{body}</table></body></html>\n")
 
 
 def _observed(result: dict):

@@ -12,6 +12,7 @@ import yaml
 from ofa.config import Params, deep_merge, load_params, preset, read_yaml
 from ofa.nn.supernet import OFAMobileNetV3
 from ofa.space import SearchSpace
+from tests.pipeline_support import repo_copy, smoke_repo  # noqa: F401 - shared fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,6 +95,16 @@ TINY_SPACE = {
 }
 
 
+LIMITS = ("latency_ms", "latency_frac", "flops_m")
+
+
+def split_devices(devices: dict) -> tuple[dict, dict]:
+    """Tests write a device with its limits in one mapping; params.yaml keeps them apart
+    (`devices:` how it runs, `constraints:` what to specialize it for)."""
+    return ({d: {k: v for k, v in e.items() if k not in LIMITS} for d, e in devices.items()},
+            {d: {k: v for k, v in e.items() if k in LIMITS} for d, e in devices.items()})
+
+
 def tiny_space_params(tmp: Path, devices: dict | None = None, **overrides) -> Params:
     """Params of a two-stage space at 12/16 px whose artifacts all live in `tmp`."""
     raw = deep_merge(read_yaml(ROOT / "params.yaml"), TINY_SPACE)
@@ -104,8 +115,9 @@ def tiny_space_params(tmp: Path, devices: dict | None = None, **overrides) -> Pa
                       "weights_path": str(tmp / "mlp.safetensors"),
                       "report_path": str(tmp / "predictor.json")},
         "train": {"checkpoint_dir": str(tmp / "ckpt"), "report_dir": str(tmp / "train")}})
-    raw["devices"] = devices or {"t1": {"backend": "torch", "threads": 1, "batch_size": 1,
-                                        "latency_ms": [1.0]}}
+    devices = devices or {"t1": {"backend": "torch", "threads": 1, "batch_size": 1,
+                                 "latency_ms": [1.0]}}
+    raw["devices"], raw["constraints"] = split_devices(devices)
     raw = deep_merge(raw, overrides)
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -55,7 +55,7 @@ def test_phase_chains_and_the_ablation_branch(raw, tmp_path):
     evaluation summary of either branch lists only that branch's training reports."""
     import json
 
-    from ofa.evaluate import training_reports
+    from ofa.evaluation_report import training_reports
 
     raw["train"]["report_dir"] = str(tmp_path)
     p = params_from_dict(raw)
@@ -120,8 +120,11 @@ def test_misspelled_key_is_named(raw, path, value, key):
     ("predictor.weight_decay", -1.0, "predictor.weight_decay: must be >= 0"),
     ("orchestration.new_devices_cron", "61 * * * *", "orchestration.new_devices_cron: '61"),
     ("orchestration.new_devices_cron", "*/30 * * *", "not a valid 5-field cron"),
-    ("devices.cpu1-b1", {"backend": "torch"}, "devices.cpu1-b1: needs at least one constraint"),
-    ("devices.cpu1-b1.latency_frac", [0.5, 1.5], "devices.cpu1-b1.latency_frac: fractions"),
+    ("constraints.cpu1-b1", {}, "constraints.cpu1-b1: needs at least one limit"),
+    ("constraints.cpu1-b1.latency_frac", [0.5, 1.5], "constraints.cpu1-b1.latency_frac: fractions"),
+    ("constraints.cpu1-b1.latency_frac", [0.15, 0.15], "constraints.cpu1-b1.latency_frac: repeats"),
+    ("constraints.nowhere", {"flops_m": [5.0]}, "constraints.nowhere: no device 'nowhere'"),
+    ("devices.cpu1-b1.latency_ms", [1.0], "devices.cpu1-b1.latency_ms: unknown key"),
 ])
 def test_bad_value_is_named(raw, path, value, needle):
     _set(raw, path, value)
@@ -130,12 +133,20 @@ def test_bad_value_is_named(raw, path, value, needle):
 
 
 def test_optional_keys_may_be_left_out(raw):
-    """A device needs only its backend and a constraint; a phase needs no init_from/sandwich."""
-    raw["devices"]["mini"] = {"backend": "onnxruntime", "flops_m": [5.0]}
+    """A device needs only its backend and one limit; a phase needs no init_from/sandwich."""
+    raw["devices"]["mini"] = {"backend": "onnxruntime"}
+    raw["constraints"]["mini"] = {"flops_m": [5.0]}
     for key in ("sandwich", "sort_channels"):
         raw["phases"]["expand1"].pop(key)
     p = params_from_dict(raw)
     assert p.device("mini").threads == 1 and not p.phase("expand1").sandwich
+    assert p.constraints_of("mini").specs() == [("flops_m", 5.0)]
+
+
+def test_a_device_without_constraints_is_refused(raw):
+    raw["devices"]["mini"] = {"backend": "onnxruntime"}
+    with pytest.raises(OFAError, match=r"constraints.mini: missing: device 'mini' needs its limits"):
+        params_from_dict(raw)
 
 
 def test_teacher_phase_is_required(raw):

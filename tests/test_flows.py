@@ -1,36 +1,16 @@
-"""The Prefect door: a real flow run (local ephemeral API) trains phases through ofa.train."""
+"""The Prefect door: real flow runs (local ephemeral API) of the pipeline's DVC stages."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from tests.conftest import tiny_params
+import yaml
+
+from tests.pipeline_support import DVC, run, stage_env
 
 prefect = pytest.importorskip("prefect")
-
-
-@pytest.mark.parametrize("processes", [1, 2])
-def test_progressive_shrinking_flow_trains_phases_in_order(tmp_path, monkeypatch, prefect_api,
-                                                           processes):
-    import yaml
-
-    from flows.shrink import progressive_shrinking
-    from ofa.checkpoint import load_checkpoint
-
-    path = tiny_params(tmp_path)
-    raw = yaml.safe_load(path.read_text())
-    raw["train"]["processes"] = processes  # 2: the flow starts local workers, as the CLI does
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    monkeypatch.chdir(tmp_path)
-    results = progressive_shrinking(str(path), ["teacher", "kernel"])
-    assert [r["phase"] for r in results] == ["teacher", "kernel"]
-    for r in results:
-        assert (tmp_path / "ckpt" / f"{r['phase']}.pt").is_file()
-        assert 0.0 <= r["val_acc_max"] <= 1.0
-    report = json.loads((tmp_path / "reports" / "kernel.json").read_text())
-    assert report["complete"] and report["epochs"] == 1
-    assert load_checkpoint(tmp_path / "ckpt" / "kernel.pt")["meta"]["world"] == processes
 
 
 def test_deployments_are_built_with_the_schedule_from_params():
@@ -46,30 +26,85 @@ def test_deployments_are_built_with_the_schedule_from_params():
     assert not deps["specialize-device"].schedules
 
 
-def test_new_devices_specializes_only_the_unmeasured_device(tmp_path, monkeypatch, prefect_api):
-    from flows.specialize import devices_without_table, new_devices
-    from tests.conftest import tiny_space_params
-    from tests.test_specialize import DEVICES, make_world
+def _in_repo(repo: Path, monkeypatch) -> dict:
+    """Run the flows as the DVC stages would: in the repository, with the stages' environment."""
+    env = stage_env(repo)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(repo)
+    return env
 
-    params, _, ckpt, tmp = make_world(tmp_path, {"t1": DEVICES["t1"]})
-    # register a new device next to the specialized one
-    devices = {"t1": {**DEVICES["t1"], "latency_ms": list(params.device("t1").latency_ms)},
-               "fresh": {"backend": "torchscript", "threads": 1, "batch_size": 2,
-                         "latency_ms": [1000.0]}}
-    path = tmp / "params.yaml"
-    tiny_space_params(tmp, devices, search={"population": 16, "generations": 10},
-                      data={"subset": 200, "val_size": 100},
-                      train={"bn_calib_images": 32, "eval_batch_size": 100,
-                             "checkpoint_dir": str(ckpt.parent)})
-    monkeypatch.chdir(tmp)
-    assert devices_without_table(str(path)) == ["fresh"]
-    (ckpt.parent / "expand2.pt").write_bytes(ckpt.read_bytes())  # the last shrinking phase
-    runs = new_devices(str(path), None, str(tmp / "evaluate.json"), str(tmp / "reports"))
-    assert [r["device"] for r in runs] == ["fresh"]
-    assert (tmp / "lat" / "fresh.parquet").is_file() and (tmp / "search" / "fresh.json").is_file()
-    assert (tmp / "models" / "fresh" / "export.json").is_file()
-    assert "## fresh" in (tmp / "reports" / "pareto.md").read_text()
-    assert not (tmp / "models" / "t1").exists()  # the known device was left alone
+
+def _write_yaml(path: Path, data: dict) -> None:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+@pytest.mark.slow
+def test_new_devices_runs_each_device_through_dvc(repo_copy: Path, tmp_path: Path, monkeypatch,
+                                                  prefect_api):
+    """Each new device is its own subflow of DVC stages: the one that works is specialized and
+    recorded (clean `dvc status`, nothing new for git), one whose table fails its gate leaves no
+    table (so the next run retries it), one with a missing table file fails without retries,
+    and the parent names the two that failed."""
+    import pandas as pd
+
+    from flows.specialize import new_devices
+    from ofa.config import load_params
+    from ofa.latency import write_layer_list
+    from ofa.space import SearchSpace
+
+    env = _in_repo(repo_copy, monkeypatch)
+    run(["git", "add", "-A"], repo_copy, env)  # the reproduced pipeline, committed
+    run(["git", "commit", "-qm", "reproduced"], repo_copy, env)
+    params_path = repo_copy / "params.yaml"
+    layers = write_layer_list(SearchSpace(load_params(params_path).space), tmp_path / "layers.csv")
+    noisy = pd.read_csv(layers).assign(median_ms=0.01, spread_ms=1.0, count=20)  # spread 100x
+    noisy.to_csv(tmp_path / "noisy.csv", index=False)
+    raw = yaml.safe_load(params_path.read_text())
+    raw["devices"] |= {"fresh": {"backend": "onnxruntime", "threads": 1, "batch_size": 2},
+                       "noisy": {"backend": "torch", "table": str(tmp_path / "noisy.csv")},
+                       "missing": {"backend": "torch", "table": str(tmp_path / "nowhere.csv")}}
+    raw["constraints"] |= {d: {"flops_m": [20.0]} for d in ("fresh", "noisy", "missing")}
+    _write_yaml(params_path, raw)
+    run(["git", "commit", "-qam", "register three devices"], repo_copy, env)
+
+    state = new_devices(str(params_path), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(RuntimeError, match=r"2 of 3 devices failed: noisy, missing"):
+        state.result()
+    assert (repo_copy / "models/fresh/flops_m-20/config.json").is_file()
+    assert "## fresh" in (repo_copy / "reports/pareto.md").read_text()
+    assert not (repo_copy / "data/latency/noisy.parquet").exists()  # retried at the next run
+    stale = set(json.loads(run([DVC, "status", "--json"], repo_copy, env)))
+    failed = {f"{s}@{d}" for s in ("latency", "gate-latency", "search", "export")
+              for d in ("noisy", "missing")}
+    assert stale <= failed and not any(s.endswith("@fresh") for s in stale), stale
+    untracked = [line[3:] for line in run(["git", "status", "--porcelain"], repo_copy,
+                                          env).splitlines() if line.startswith("??")]
+    # only the failed gate's own report (why it failed) is new on disk
+    assert all(u.startswith("reports/validation/latency_noisy") for u in untracked), untracked
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = {r.name: r for r in client.read_task_runs()}
+    assert runs["latency@missing"].run_count == 1  # a configuration error is not retried
+    assert runs["gate-latency@noisy"].run_count == 1
+
+
+@pytest.mark.slow
+def test_progressive_shrinking_flow_trains_through_dvc(repo_copy: Path, monkeypatch, prefect_api):
+    """A changed phase retrains through its DVC stage: the record is up to date for it after."""
+    from flows.shrink import progressive_shrinking
+
+    env = _in_repo(repo_copy, monkeypatch)
+    params_path = repo_copy / "params.yaml"
+    raw = yaml.safe_load(params_path.read_text())
+    raw["phases"]["expand2"]["lr"] = 0.0123
+    _write_yaml(params_path, raw)
+    assert progressive_shrinking(str(params_path), ["expand2"]) == ["validate-data", "shrink@expand2"]
+    stale = set(json.loads(run([DVC, "status", "--json"], repo_copy, env)))
+    assert "shrink@expand2" not in stale and {"evaluate", "acc-dataset"} <= stale, stale
 
 
 def test_accuracy_dataset_on_two_dask_workers_equals_the_sequential_run(tmp_path, prefect_api):

@@ -3,41 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from tests.pipeline_support import DVC, ROOT, ran_stages, run, stage_env
 
-
-def _env(tmp: Path) -> dict:
-    """The stages' environment: `ofa-cli` is tests/trace_cli.py, recording the params keys
-    each command reads into tmp/../traces (see test_stages_declare_every_params_key_they_read)."""
-    shim = tmp.parent / f"{tmp.name}-shim"
-    if not (shim / "ofa-cli").is_file():
-        shim.mkdir(exist_ok=True)
-        (shim / "ofa-cli").write_text(f'#!/bin/sh\nexec "{sys.executable}" '
-                                      f'"{ROOT / "tests" / "trace_cli.py"}" "$@"\n')
-        (shim / "ofa-cli").chmod(0o755)
-    env = dict(os.environ)
-    env.update(PATH=f"{shim}{os.pathsep}{BIN}{os.pathsep}{env.get('PATH', '')}",
-               OFA_TRACE_DIR=str(tmp.parent / f"{tmp.name}-traces"), DVC_NO_ANALYTICS="1",
-               DVC_SITE_CACHE_DIR=str(tmp / "dvc-site-cache"), OMP_NUM_THREADS="2",
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@t")
-    return env
-
-
-def _run(args: list[str], cwd: Path, env: dict) -> str:
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout
 
 
 def test_dvc_stages_follow_params_phase_order():
@@ -50,28 +22,10 @@ def test_dvc_stages_follow_params_phase_order():
         assert params[phase]["init_from"] == item["from"], phase
 
 
-def test_every_default_device_has_its_pareto_plot_declared():
+def test_the_pareto_plots_folder_is_declared():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    devices = yaml.safe_load((ROOT / "params.yaml").read_text())["devices"]
-    assert {f"reports/pareto_{d}.png" for d in devices} <= set(dvc["plots"])
-
-
-@pytest.fixture(scope="module")
-def smoke_repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("pipeline")
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / name, repo / name)
-    shutil.copytree(ROOT / "ofa", repo / "ofa", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["preset"] = "smoke"
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = _env(repo)
-    _run(["git", "init", "-q"], repo, env)
-    _run([str(BIN / "dvc"), "init", "-q"], repo, env)
-    _run(["git", "add", "-A"], repo, env)
-    _run(["git", "commit", "-qm", "smoke"], repo, env)
-    _run([str(BIN / "dvc"), "repro"], repo, env)
-    return repo
+    assert "reports/pareto" in dvc["plots"]
+    assert "reports/pareto" in dvc["stages"]["report"]["outs"]
 
 
 @pytest.mark.slow
@@ -95,48 +49,46 @@ def test_smoke_pipeline_runs_every_phase(smoke_repo: Path):
 
 @pytest.mark.slow
 def test_metrics_and_plots_are_declared(smoke_repo: Path):
-    """`dvc metrics show` and `dvc plots show` find every step's figures without arguments."""
-    env, dvc = _env(smoke_repo), str(BIN / "dvc")
+    """`dvc metrics show` gives the headline figures only (the detailed JSONs are plain outputs)
+    and `dvc plots show` finds every step's figures without arguments."""
+    env, dvc = stage_env(smoke_repo), DVC
     devices = yaml.safe_load((smoke_repo / "params.yaml").read_text())["devices"]
-    metrics = json.loads(_run([dvc, "metrics", "show", "--json"], smoke_repo, env))
-    files = set(next(iter(metrics.values()))["data"])
-    assert {"reports/evaluate.json", "reports/predictor.json", "reports/pareto.json",
-            "reports/validation/raw_data.json"} <= files, files
-    assert {f"reports/latency/{d}.json" for d in devices} <= files, files
-    plots = json.loads(_run([dvc, "plots", "show", "--json"], smoke_repo, env))
+    metrics = json.loads(run([dvc, "metrics", "show", "--json"], smoke_repo, env))
+    data = next(iter(metrics.values()))["data"]
+    assert set(data) == {"reports/metrics.json"}, set(data)
+    head = data["reports/metrics.json"]["data"]
+    assert set(head["test_acc"]) == {"min", "mid", "max"} and head["train_minutes"] > 0
+    for d in devices:
+        dev = head["devices"][d]
+        assert dev["shipped"] >= 1 and 0 <= dev["met_limit"] <= dev["shipped"]
+        assert any(k.startswith(("latency_frac=", "flops_m=")) for k in dev)
+    evaluation = json.loads((smoke_repo / "reports/evaluate.json").read_text())
+    assert {"min_r24", "max_r32"} <= set(evaluation["test_acc"])  # by name, not in a list
+    pareto = json.loads((smoke_repo / "reports/pareto.json").read_text())
+    assert all("<=" not in k for dev in pareto.values() for k in dev), pareto
+    plots = json.loads(run([dvc, "plots", "show", "--json"], smoke_repo, env))
     shown = {k for k, v in plots["data"].items() if v}
-    want = {"reports/train/teacher.csv", "reports/train/expand2.csv", "reports/predictor_parity.png"}
+    want = {"reports/train/teacher.csv", "reports/train/expand2.csv", "reports/predictor_parity.png",
+            "reports/train/curves.png"}
     want |= {f"reports/latency/{d}_parity.png" for d in devices}
-    want |= {f"reports/pareto_{d}.png" for d in devices}
+    want |= {f"reports/pareto/{d}.png" for d in devices}
     assert want <= shown, want - shown
-
-
-@pytest.fixture()
-def repo_copy(smoke_repo: Path, tmp_path: Path) -> Path:
-    """A private copy of the reproduced smoke repository (git, DVC cache and outputs)."""
-    copy = tmp_path / "repo"
-    shutil.copytree(smoke_repo, copy, symlinks=True, ignore=shutil.ignore_patterns("dvc-site-cache"))
-    return copy
-
-
-def _ran(out: str) -> set[str]:
-    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
 
 
 @pytest.mark.slow
 def test_an_experiment_reruns_only_what_changed(repo_copy: Path):
     """`dvc exp run -S` on one phase's param reruns that phase only; the stages that read its
     checkpoint become stale, the earlier phases and the latency tables do not."""
-    env = _env(repo_copy)
-    dvc = str(BIN / "dvc")
-    assert json.loads(_run([dvc, "status", "--json"], repo_copy, env)) == {}
-    out = _run([dvc, "exp", "run", "-S", "phases.expand2.lr=0.0123", "shrink@expand2"],
+    env = stage_env(repo_copy)
+    dvc = DVC
+    assert json.loads(run([dvc, "status", "--json"], repo_copy, env)) == {}
+    out = run([dvc, "exp", "run", "-S", "phases.expand2.lr=0.0123", "shrink@expand2"],
                repo_copy, env)
-    assert _ran(out) == {"shrink@expand2"}, out
+    assert ran_stages(out) == {"shrink@expand2"}, out
     assert yaml.safe_load((repo_copy / "params.yaml").read_text())["phases"]["expand2"]["lr"] == 0.0123
-    shown = _run([dvc, "exp", "show", "--json"], repo_copy, env)
+    shown = run([dvc, "exp", "show", "--json"], repo_copy, env)
     assert "0.0123" in shown
-    stale = set(json.loads(_run([dvc, "status", "--json"], repo_copy, env)))
+    stale = set(json.loads(run([dvc, "status", "--json"], repo_copy, env)))
     assert {"evaluate", "acc-dataset"} <= stale, stale
     assert not stale & {"validate-data", "teacher", "shrink@kernel", "shrink@depth1",
                         "shrink@depth2", "shrink@expand1", "shrink@expand2"}, stale
@@ -144,21 +96,38 @@ def test_an_experiment_reruns_only_what_changed(repo_copy: Path):
 
 
 @pytest.mark.slow
+def test_editing_the_active_preset_makes_the_stages_stale(repo_copy: Path):
+    """Every stage depends on ofa/presets/<preset>.yaml, the overlay the config loader reads."""
+    env = stage_env(repo_copy)
+    preset = repo_copy / "ofa/presets/smoke.yaml"
+    preset.write_text(preset.read_text().replace("population: 20", "population: 21"))
+    stale = set(json.loads(run([DVC, "status", "--json"], repo_copy, env)))
+    assert {"teacher", "search@cpu1-b1", "report"} <= stale, stale
+
+
+@pytest.mark.slow
 def test_registering_a_device_adds_only_its_stages(repo_copy: Path):
-    env = _env(repo_copy)
-    dvc = str(BIN / "dvc")
-    assert json.loads(_run([dvc, "status", "--json"], repo_copy, env)) == {}
+    env = stage_env(repo_copy)
+    dvc = DVC
+    assert json.loads(run([dvc, "status", "--json"], repo_copy, env)) == {}
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
-    params["devices"]["ort2-b4"] = {"backend": "onnxruntime", "threads": 2, "batch_size": 4,
-                                    "latency_frac": [0.5]}
+    params["devices"]["ort2-b4"] = {"backend": "onnxruntime", "threads": 2, "batch_size": 4}
+    params["constraints"]["ort2-b4"] = {"latency_frac": [0.5]}
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    changed = set(json.loads(_run([dvc, "status", "--json"], repo_copy, env)))
+    changed = set(json.loads(run([dvc, "status", "--json"], repo_copy, env)))
     # its own stages, and the report, which declares which devices it covers
-    assert changed == {"latency@ort2-b4", "search@ort2-b4", "export@ort2-b4", "report"}, changed
-    out = _run([dvc, "repro"], repo_copy, env)
+    new = {"latency@ort2-b4", "gate-latency@ort2-b4", "search@ort2-b4", "export@ort2-b4", "report"}
+    assert changed == new, changed
+    out = run([dvc, "repro"], repo_copy, env)
     # its own stages, then the report that gains its rows; no other device is touched
-    assert _ran(out) == {"latency@ort2-b4", "search@ort2-b4", "export@ort2-b4", "report"}, out
+    assert ran_stages(out) == new, out
     assert "## ort2-b4" in (repo_copy / "reports/pareto.md").read_text()
+    # a changed limit reruns the device's search, export and the report, not its table
+    params["constraints"]["ort2-b4"] = {"latency_frac": [0.4]}
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run([dvc, "repro"], repo_copy, env)
+    assert ran_stages(out) == {"search@ort2-b4", "export@ort2-b4", "report"}, out
+    assert (repo_copy / "models/ort2-b4/latency_frac-0.4").is_dir()
 
 
 @pytest.mark.slow
@@ -174,3 +143,22 @@ def test_stages_declare_every_params_key_they_read(smoke_repo: Path):
     assert not missing, "\n".join(f"stage {s}: reads {k}, not in its params" for s, k in missing)
     ran = {stage_of(stages, t["argv"]) for t in traces}
     assert set(stages) <= ran, set(stages) - ran  # every stage's commands were traced
+
+
+@pytest.mark.slow
+def test_the_reports_open_offline(smoke_repo: Path):
+    """The pages a user is pointed to load nothing from the network: the validation suites'
+    own pages and the markdown reports reference no remote URL, and the training curves are
+    an image (the CSV plots' HTML needs a CDN)."""
+    import re
+
+    remote = re.compile(r"""(src|href)\s*=\s*["']?\s*(https?:)?//|\]\(\s*https?://""", re.I)
+    pages = sorted((smoke_repo / "reports").glob("validation/*.html"))
+    pages += sorted((smoke_repo / "reports").glob("*.md"))
+    assert {p.name for p in pages} >= {"raw_data.html", "acc_dataset.html", "pareto.md",
+                                       "evaluate.md"}, pages
+    for page in pages:
+        text = page.read_text()
+        assert not remote.search(text), f"{page} references {remote.search(text).group(0)}"
+    assert (smoke_repo / "reports/train/curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "](train/curves.png)" in (smoke_repo / "reports/evaluate.md").read_text()

@@ -14,6 +14,7 @@ from ofa.checkpoint import save_checkpoint
 from ofa.config import to_dict
 from ofa.errors import OFAError
 from ofa.latency import LatencyModel, build_table
+from ofa.paths import export_record
 from ofa.paths import latency_table as table_path
 from ofa.paths import search_result as search_path
 from ofa.nn.supernet import OFAMobileNetV3
@@ -118,13 +119,36 @@ def test_export_and_report(world):
     run_report(params, None, tmp / "evaluate.json", tmp / "reports")
     md = (tmp / "reports" / "pareto.md").read_text()
     for d in DEVICES:
-        assert f"## {d}" in md and f"](pareto_{d}.png)" in md
-        assert (tmp / "reports" / f"pareto_{d}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"## {d}" in md and f"](pareto/{d}.png)" in md
+        assert (tmp / "reports" / "pareto" / f"{d}.png").read_bytes()[:4] == b"\x89PNG"
     assert "beats the best no-slower uniform baseline" in md
     assert md.count("measured over their latency limit") == len(DEVICES)
     assert "| t1 vs o1 |" in md and "| o1 vs MACs |" in md
     summary = json.loads((tmp / "reports" / "pareto.json").read_text())
     assert set(summary) == set(DEVICES)
+    for d in DEVICES:  # keyed by the constraint as written, with its resolved limit
+        assert all(k.startswith(("latency_ms=", "flops_m=")) for k in summary[d]), summary[d]
+        assert all(v["limit"] > 0 and isinstance(v["met_limit"], bool) for v in summary[d].values())
+    head = json.loads((tmp / "reports" / "metrics.json").read_text())
+    for d in DEVICES:
+        dev = head["devices"][d]
+        assert dev["shipped"] == 3 and dev["met_limit"] == sum(
+            v["met_limit"] for v in summary[d].values())
+
+
+def test_report_fits_80_columns_off_a_terminal(world, capsys):
+    """`ofa-cli report` in a pipe or DVC's log: a compact form, no line over 80 characters."""
+    from ofa.report import print_table
+
+    params, _, ckpt, tmp = world
+    for d in DEVICES:
+        if not export_record(params, d).is_file():
+            run_search(params, d)
+            run_export(params, d, ckpt)
+    print_table(run_report(params, None, tmp / "evaluate.json", tmp / "reports"))
+    out = capsys.readouterr().out
+    assert "t1: specialized subnets" in out and "MMACs" in out
+    assert max(len(line) for line in out.splitlines()) <= 80, out
 
 
 def test_a_failed_export_leaves_the_previous_one_whole(world, monkeypatch):

@@ -116,29 +116,6 @@ def test_spread_is_judged_only_where_enough_timings_back_it(tmp_path):
     assert validate_latency_table(noisy, ["stem", "block", "head"], "dev", tmp_path)["success"]
 
 
-def test_a_failed_gate_stops_the_flow_before_the_search_writes(tmp_path, monkeypatch,
-                                                              prefect_api):
-    """specialize-device: a latency table that breaks its contract never reaches the search."""
-    from flows.specialize import search_flow
-    from ofa.paths import latency_table as table_path
-    from ofa.latency.table import TABLE_FORMAT, _write
-    from ofa.space import SearchSpace
-    from tests.conftest import tiny_space_params
-
-    params = tiny_space_params(tmp_path, {"t1": {"backend": "torch", "latency_ms": [1.0]}})
-    layers = pd.DataFrame({"key": ["stem-only"], "median_ms": [0.1], "spread_ms": [0.01],
-                           "count": [3]})  # a well-formed table that lacks almost every layer
-    meta = {"format": TABLE_FORMAT, "space": SearchSpace(params.space).fingerprint()}
-    _write(layers, meta, table_path(params, "t1"))
-    monkeypatch.chdir(tmp_path)
-    state = search_flow("t1", str(tmp_path / "params.yaml"), return_state=True)
-    assert state.is_failed()
-    with pytest.raises(OFAError, match="validation gate 'latency_t1' failed: "
-                                       "expect_column_distinct_values_to_contain_set"):
-        state.result()
-    assert not (tmp_path / "search" / "t1.json").exists()
-
-
 def test_the_data_gate_writes_the_manifest_only_when_it_passes(params, tmp_path, monkeypatch):
     import ofa.validation
     from ofa.validation import gate

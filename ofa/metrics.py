@@ -1,0 +1,40 @@
+"""The headline metrics (`reports/metrics.json`): the few figures that `dvc exp show` and
+`dvc metrics diff` compare across experiments. The detailed JSON files (evaluation rows,
+training histories, tables' checks) stay plain outputs, so the default views stay readable.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ofa.checkpoint import atomic_write_text
+from ofa.report import DeviceReport, meets_limit
+
+
+def headline(evaluation: dict, reports: list[DeviceReport]) -> dict:
+    """Best test top-1 of the min/mid/max subnets (over resolutions), training minutes, and per
+    device its shipped subnets (keyed by the constraint as written) and how many met the limit."""
+    best: dict[str, float] = {}
+    for r in evaluation.get("rows", []):
+        if r["name"] in ("min", "mid", "max") and "test_acc" in r:
+            best[r["name"]] = max(best.get(r["name"], 0.0), r["test_acc"])
+    out: dict = {"test_acc": {k: best[k] for k in ("max", "mid", "min") if k in best}}
+    if "train_minutes" in evaluation:
+        out["train_minutes"] = evaluation["train_minutes"]
+    out["devices"] = {}
+    for rep in reports:
+        met = [meets_limit(r) for r in rep.rows]
+        out["devices"][rep.device] = {
+            "met_limit": sum(met), "shipped": len(met),
+            "mean_test_acc": round(sum(r["test_acc"] for r in rep.rows) / max(1, len(rep.rows)), 4),
+            **{r["constraint"]: {"test_acc": r["test_acc"],
+                                 "latency_ms": round(r["measured_latency_ms"], 4)}
+               for r in rep.rows}}
+    return out
+
+
+def write_headline(path: Path, evaluation: dict, reports: list[DeviceReport]) -> dict:
+    summary = headline(evaluation, reports)
+    atomic_write_text(Path(path), json.dumps(summary, indent=2))
+    return summary

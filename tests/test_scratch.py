@@ -1,0 +1,83 @@
+"""`ofa-cli train-scratch`: one subnet trained alone by the one training loop (the from-scratch
+baseline of issue 18), through the CLI as a user runs it, on tiny real training."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from ofa.checkpoint import load_checkpoint
+from ofa.config import load_params
+from ofa.space import SearchSpace
+from tests.cli_support import CLI, cli, params_dict, write_params
+
+RESUME = {"data": {"subset": 512}, "train": {"processes": 1},
+          "phases": {"teacher": {"epochs": 3, "images_per_epoch": 512, "warmup_epochs": 0.3}}}
+
+
+def _min_config(path: Path) -> str:
+    return str(SearchSpace(load_params(path).space).min_config(24))
+
+
+def test_a_subnet_trains_alone_in_two_workers_and_reports_its_cost(tmp_path: Path):
+    path = write_params(tmp_path, params_dict(tmp_path, {"train": {"processes": 2}}))
+    cfg = _min_config(path)
+    proc = cli(["--params", str(path), "train-scratch", "--config", cfg, "--no-progress"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    name = f"scratch-{cfg}"
+    ckpt = load_checkpoint(tmp_path / "ckpt" / f"{name}.pt")
+    assert ckpt["meta"]["complete"] and ckpt["meta"]["world"] == 2
+    assert ckpt["meta"]["phase_config"]["fixed"] == cfg
+    assert ckpt["meta"]["phase_config"]["init_from"] is None  # random initialisation
+    report = json.loads((tmp_path / "scratch" / f"{name}.json").read_text())
+    assert report["config"] == cfg and not report["distilled"]
+    assert 0.0 <= report["test_acc"] <= 1.0 and report["train_seconds"] > 0
+    assert report["images_seen"] == 64  # the teacher phase's budget here: 64 images, batch 32
+    history = json.loads((tmp_path / "reports" / f"{name}.json").read_text())["history"]
+    assert [set(h) >= {"val_acc_max"} and "val_acc_min" not in h for h in history] == [True]
+
+
+def test_distillation_needs_the_teacher(tmp_path: Path):
+    path = write_params(tmp_path, params_dict(tmp_path, {"train": {"processes": 1}}))
+    proc = cli(["--params", str(path), "train-scratch", "--config", _min_config(path),
+                "--distill", "--no-progress"], tmp_path)
+    assert proc.returncode != 0 and "ofa-cli train --phase teacher" in proc.stderr, proc.stderr
+
+
+def _start(workdir: Path, cfg: str) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, "--params", "params.yaml", "train-scratch", "--config", cfg,
+                             "--no-progress"], cwd=workdir, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_a_killed_scratch_run_resumes_to_the_same_weights(tmp_path: Path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        write_params(d, params_dict(d, RESUME))
+    cfg = _min_config(a / "params.yaml")
+    name = f"scratch-{cfg}"
+    resume, final = b / "ckpt" / ".resume" / f"{name}.pt", b / "ckpt" / f"{name}.pt"
+    run_b = _start(b, cfg)
+    deadline = time.monotonic() + 300
+    while not resume.exists() and run_b.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run_b.send_signal(signal.SIGKILL)
+    run_b.communicate(timeout=60)
+    assert resume.exists() and not final.exists(), "not killed mid-run"
+    killed_at = load_checkpoint(resume)["meta"]["epoch"]
+    outs = {}
+    for d in (b, a):  # b resumes; a runs uninterrupted
+        proc = _start(d, cfg)
+        outs[d], err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+    assert f"resuming phase {name} after epoch {killed_at}" in outs[b]
+    assert "resuming" not in outs[a]
+    wa = load_checkpoint(a / "ckpt" / f"{name}.pt")["model"]
+    wb = load_checkpoint(final)["model"]
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=lambda m, k=k: f"{k}: {m}")
