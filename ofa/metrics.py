@@ -14,7 +14,8 @@ from ofa.report import DeviceReport, meets_limit
 
 def headline(evaluation: dict, reports: list[DeviceReport]) -> dict:
     """Best test top-1 of the min/mid/max subnets (over resolutions), training minutes, and per
-    device its shipped subnets (keyed by the constraint as written) and how many met the limit."""
+    device (a top-level key) its shipped subnets, keyed by the constraint as written, and how
+    many met the limit."""
     best: dict[str, float] = {}
     for r in evaluation.get("rows", []):
         if r["name"] in ("min", "mid", "max") and "test_acc" in r:
@@ -22,10 +23,9 @@ def headline(evaluation: dict, reports: list[DeviceReport]) -> dict:
     out: dict = {"test_acc": {k: best[k] for k in ("max", "mid", "min") if k in best}}
     if "train_minutes" in evaluation:
         out["train_minutes"] = evaluation["train_minutes"]
-    out["devices"] = {}
-    for rep in reports:
+    for rep in reports:  # one top-level key per device: short column names in `dvc exp show`
         met = [meets_limit(r) for r in rep.rows]
-        out["devices"][rep.device] = {
+        out[rep.device] = {
             "met_limit": sum(met), "shipped": len(met),
             "mean_test_acc": round(sum(r["test_acc"] for r in rep.rows) / max(1, len(rep.rows)), 4),
             **{r["constraint"]: {"test_acc": r["test_acc"],

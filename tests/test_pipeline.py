@@ -59,7 +59,7 @@ def test_metrics_and_plots_are_declared(smoke_repo: Path):
     head = data["reports/metrics.json"]["data"]
     assert set(head["test_acc"]) == {"min", "mid", "max"} and head["train_minutes"] > 0
     for d in devices:
-        dev = head["devices"][d]
+        dev = head[d]
         assert dev["shipped"] >= 1 and 0 <= dev["met_limit"] <= dev["shipped"]
         assert any(k.startswith(("latency_frac=", "flops_m=")) for k in dev)
     evaluation = json.loads((smoke_repo / "reports/evaluate.json").read_text())

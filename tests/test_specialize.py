@@ -131,7 +131,7 @@ def test_export_and_report(world):
         assert all(v["limit"] > 0 and isinstance(v["met_limit"], bool) for v in summary[d].values())
     head = json.loads((tmp / "reports" / "metrics.json").read_text())
     for d in DEVICES:
-        dev = head["devices"][d]
+        dev = head[d]
         assert dev["shipped"] == 3 and dev["met_limit"] == sum(
             v["met_limit"] for v in summary[d].values())
 
