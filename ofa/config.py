@@ -252,12 +252,19 @@ def read_yaml(path: Path) -> dict:
     return raw
 
 
+def preset_path(name: str) -> Path:
+    """The file of an overlay shipped with the package (every DVC stage depends on the
+    active one: dvc.yaml's `ofa/presets/${preset}.yaml`)."""
+    return Path(str(resources.files("ofa.presets") / f"{name}.yaml"))
+
+
 def preset(name: str) -> dict:
-    """An overlay shipped with the package (e.g. 'smoke': a few hundred images per phase)."""
-    ref = resources.files("ofa.presets") / f"{name}.yaml"
+    """An overlay shipped with the package (e.g. 'smoke': a few hundred images per phase;
+    'default': none)."""
+    ref = preset_path(name)
     if not ref.is_file():
         raise OFAError(f"unknown preset {name!r}")
-    return yaml.safe_load(ref.read_text())
+    return yaml.safe_load(ref.read_text()) or {}
 
 
 def params_from_dict(raw: dict) -> Params:

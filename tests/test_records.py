@@ -77,3 +77,16 @@ def test_an_undeclared_params_read_is_caught(stages):
     assert undeclared_reads({"teacher": teacher}, [trace], raw) == [("teacher", "train.batch_size")]
     stray = {"argv": ["report"], "reads": []}
     assert undeclared_reads({"teacher": teacher}, [stray], raw) == [("?", "report")]
+
+
+def test_every_stage_depends_on_the_preset_file_the_config_loader_reads(stages):
+    """Besides params.yaml (whose keys DVC tracks), the config loader reads the active preset
+    overlay, ofa/presets/<preset>.yaml: every stage must list it, or editing it goes unseen."""
+    import yaml
+
+    from ofa.config import preset_path
+
+    active = yaml.safe_load((ROOT / "params.yaml").read_text())["preset"]
+    read = preset_path(active).relative_to(ROOT).as_posix()
+    missing = [name for name, st in stages.items() if read not in st.deps]
+    assert not missing, f"stages not depending on {read}: {missing}"
