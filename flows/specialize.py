@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from flows.stages import project_root, run_stage
+from flows.stages import StageFailed, project_root, run_stage
 from ofa import paths
 from ofa.config import load_params
 from ofa.predictor.dataset import measure_checkpoint, sample_configs, write_dataset
@@ -102,7 +102,7 @@ def specialize_device(device: str, params_path: str = "params.yaml",
     run_stage(root, f"latency@{device}", retries=2)  # a disturbed timing run is worth another go
     try:
         run_stage(root, f"gate-latency@{device}")
-    except Exception:
+    except StageFailed:
         paths.latency_table(params, device).unlink(missing_ok=True)
         print(f"{device}: its latency table failed the gate and was removed; "
               "the next new-devices run measures it again")

@@ -45,11 +45,11 @@ def _dvc() -> str:
     return str(beside) if beside.is_file() else (shutil.which("dvc") or "dvc")
 
 
-def repro(root: Path, stage: str, force: bool = False) -> list[str]:
+def repro(root: Path, stage: str) -> list[str]:
     """Run one stage through DVC (`--single-item`: upstream stages are the flow's business),
     logging its output line by line; raise StageFailed naming the stage and the error."""
     log = get_run_logger()
-    cmd = [_dvc(), "repro", "--single-item", *(["--force"] if force else []), stage]
+    cmd = [_dvc(), "repro", "--single-item", stage]
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
     lines = []
@@ -79,15 +79,15 @@ def _worth_retrying(task_, task_run, state) -> bool:
 
 
 @task(task_run_name="{stage}", retry_condition_fn=_worth_retrying, retry_delay_seconds=[5, 20])
-def stage_task(root: Path, stage: str, force: bool = False) -> str:
+def stage_task(root: Path, stage: str) -> str:
     """One DVC stage as a task named after it (`latency@cpu1-b1`, `gate-latency@cpu1-b1`)."""
-    repro(root, stage, force)
+    repro(root, stage)
     return stage
 
 
-def run_stage(root: Path, stage: str, retries: int = 0, force: bool = False) -> str:
+def run_stage(root: Path, stage: str, retries: int = 0) -> str:
     """The stage as a task with `retries` (0 for pure computation and gates)."""
-    return stage_task.with_options(retries=retries)(root, stage, force)
+    return stage_task.with_options(retries=retries)(root, stage)
 
 
 def phase_stage(phase: str) -> str:

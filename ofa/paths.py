@@ -29,6 +29,11 @@ def training_curves(params: Params) -> Path:
     return Path(params.train.report_dir) / "curves.png"
 
 
+def scratch_report(params: Params, name: str) -> Path:
+    """A from-scratch run's test top-1 and cost (`ofa-cli train-scratch`), beside reports/train."""
+    return Path(params.train.report_dir).parent / "scratch" / f"{name}.json"
+
+
 def train_report(params: Params, phase: str) -> Path:
     """A phase's training metrics (JSON; the per-epoch CSV sits beside it)."""
     return Path(params.train.report_dir) / f"{phase}.json"

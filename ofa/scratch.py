@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 from ofa import paths
 from ofa.checkpoint import atomic_write_text
@@ -19,6 +18,7 @@ from ofa.config import Params
 from ofa.data import load_dataset
 from ofa.evaluate import EvalSettings, evaluate_subnet
 from ofa.space import SubnetConfig
+from ofa.train import epoch_steps
 from ofa.weights import load_for_inference
 
 
@@ -40,10 +40,6 @@ def with_scratch_phase(params: Params, cfg: SubnetConfig, distill: bool) -> tupl
     return dataclasses.replace(params, phases={**params.phases, name: phase}), name
 
 
-def scratch_report_path(params: Params, name: str) -> Path:
-    return Path(params.train.report_dir).parent / "scratch" / f"{name}.json"
-
-
 def write_scratch_report(params: Params, name: str) -> dict:
     """Validation and test top-1 of the trained subnet (BN recalibrated, as every evaluation)
     and what it cost: training seconds and images seen."""
@@ -54,13 +50,12 @@ def write_scratch_report(params: Params, name: str) -> dict:
     row = evaluate_subnet(net, cfg, data, EvalSettings.from_train(params.train), ("val", "test"),
                           params.train.final_eval_images, backend=params.train.eval_backend)
     ph = params.phase(name)
-    n_images = min(ph.images_per_epoch or len(data.train), len(data.train))
-    steps = n_images // params.train.batch_size
+    steps = epoch_steps(ph, len(data.train), params.train.batch_size)
     summary = {"name": name, "config": str(cfg), "distilled": ph.kd_ratio > 0,
                "val_acc": row["val_acc"], "test_acc": row["test_acc"], "macs": row["macs"],
                "params": row["params"], "train_seconds": train["train_seconds"],
                "images_seen": ph.epochs * steps * params.train.batch_size,
                "checkpoint": str(paths.checkpoint(params, name))}
-    out = scratch_report_path(params, name)
+    out = paths.scratch_report(params, name)
     atomic_write_text(out, json.dumps(summary, indent=2))
     return summary | {"path": str(out)}

@@ -25,7 +25,7 @@ from torch import nn
 
 from ofa import paths
 from ofa.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from ofa.config import Params, to_dict
+from ofa.config import Params, PhaseConfig, to_dict
 from ofa.data import Dataset, augment, batches, load_dataset, to_input
 from ofa.distributed import DistContext, all_sum, average_buffers, barrier, torch_threads
 from ofa.errors import OFAError
@@ -50,6 +50,12 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * base * (1 + math.cos(math.pi * progress))
+
+
+def epoch_steps(phase: PhaseConfig, n_train: int, batch_size: int) -> int:
+    """Optimizer steps per epoch: `images_per_epoch` (0 = the whole training split), in full
+    batches."""
+    return min(phase.images_per_epoch or n_train, n_train) // batch_size
 
 
 def step_configs(space: SearchSpace, rng: random.Random, choices: Choices, r: int, n: int,
@@ -143,8 +149,7 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
         raise OFAError(f"params: train.batch_size: {tc.batch_size} is not divisible by the "
                        f"{ctx.world} DDP processes")
     per_rank = tc.batch_size // ctx.world
-    n_images = min(ph.images_per_epoch or len(data.train), len(data.train))
-    steps = n_images // tc.batch_size
+    steps = epoch_steps(ph, len(data.train), tc.batch_size)
     if steps == 0:
         raise OFAError(f"phase {phase}: fewer images per epoch than one batch ({tc.batch_size})")
     total, warmup = ph.epochs * steps, int(ph.warmup_epochs * steps)
