@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,29 +11,10 @@ from typing import Any
 import torch
 
 from ofa.errors import OFAError
+from ofa.publish import (atomic_write, atomic_write_text, publish_dir,  # noqa: F401 - shared
+                         publish_files, staging_dir)
 
 FORMAT = "ofa-supernet/1"
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call write(tmp_path), then rename over `path`: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda p: p.write_text(text))
 
 
 def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
@@ -53,25 +31,6 @@ def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str]) 
     header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)
     return len(header).to_bytes(8, "little") + header + raw[8 + n:]
-
-
-def staging_dir(folder: Path) -> Path:
-    """A fresh hidden folder beside `folder`, to fill and then `publish_dir` in its place."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-
-
-def publish_dir(staged: Path, folder: Path) -> None:
-    """Put a completely written `staged` folder where `folder` was, by renames only: readers
-    see the old folder or the new one, never a mix."""
-    os.chmod(staged, 0o755)
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(staged, folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(path: Path, model: dict, meta: dict, optimizer: dict | None = None) -> None:

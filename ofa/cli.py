@@ -35,6 +35,10 @@ def main() -> None:
         fmt = getattr(exc, "format_message", None)
         typer.echo(f"error: {fmt() if fmt else exc}", err=True)
         sys.exit(getattr(exc, "exit_code", 2) or 2)
+    except OSError as exc:  # a file the user's machine refuses: permissions, a full disk, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)

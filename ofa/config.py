@@ -7,6 +7,7 @@ naming the dotted key, so a typo in params.yaml never silently falls back to a d
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,7 +20,8 @@ import yaml
 from ofa.config_space import Activation, ConvSpec, SpaceConfig, StageSpec  # noqa: F401
 from ofa.config_specialize import (ConstraintsConfig, DeviceConfig, LatencyConfig,
                                    OrchestrationConfig, PredictorConfig, SearchConfig)
-from ofa.errors import OFAError, optional, require
+from ofa.errors import (SAFE_NAME, SAFE_NAME_RULE, OFAError, Range, bounded, optional, require,
+                        safe_name)
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -43,14 +45,14 @@ class TrainConfig:
     eval_batch_size: int
     threads: int
     channels_last: bool
-    momentum: float
-    nesterov: bool
-    weight_decay: float
-    label_smoothing: float
-    bn_calib_images: int
-    eval_images: int  # validation images for per-epoch metrics (0 = whole split)
+    momentum: float = bounded("[0, 1)")
+    nesterov: bool = field()
+    weight_decay: float = bounded("[0, 1]")
+    label_smoothing: float = bounded("[0, 1)")
+    bn_calib_images: int = field()
+    eval_images: int = field()  # validation images for per-epoch metrics (0 = whole split)
     # runs the validation and test passes of `ofa-cli evaluate` and the export's test pass
-    eval_backend: Literal["torch", "onnxruntime"]
+    eval_backend: Literal["torch", "onnxruntime"] = field()
     final_eval_images: int = 0  # images per split for `ofa-cli evaluate` (0 = whole split)
     processes: int = optional(2)  # local data-parallel training workers (ofa/launch.py)
     checkpoint_dir: str = optional("data/checkpoints")
@@ -76,26 +78,32 @@ class PhaseConfig:
     expand: tuple[int, ...]
     depth: tuple[int, ...]
     epochs: int
-    lr: float
-    warmup_epochs: float
-    images_per_epoch: int  # 0 = the whole training split
-    subnets_per_step: int
-    kd_ratio: float
+    lr: float = bounded("(0, 10]")
+    warmup_epochs: float = bounded("[0, 1000]")
+    images_per_epoch: int = field()  # 0 = the whole training split
+    subnets_per_step: int = field()
+    kd_ratio: float = bounded("[0, 100]")
     init_from: str | None = optional(None)
     sort_channels: bool = optional(False)
     elastic_resolution: bool = optional(True)
     sandwich: bool = optional(False)  # beyond the paper (BigNAS): each step's first two subnets are the
     # phase's largest and smallest, the rest random
+    # where the soft labels come from: the teacher phase's checkpoint (the paper), or the
+    # step's own largest subnet (BigNAS's in-place distillation; needs the sandwich rule)
+    kd_from: Literal["teacher", "largest"] = optional("teacher")
     fixed: str | None = optional(None)  # one subnet only (a from-scratch baseline: the supernet
     # restricted to this config, at its resolution); written by `ofa-cli train-scratch`
 
     def __post_init__(self) -> None:
         _require(self.epochs > 0, "epochs", "must be positive")
         _require(self.lr > 0, "lr", "must be positive")
-        _require(self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0")
+        _require(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs",
+                 f"must be in [0, epochs] = [0, {self.epochs}]")
         _require(self.images_per_epoch >= 0, "images_per_epoch", "must be >= 0")
         _require(self.subnets_per_step >= 1, "subnets_per_step", "must be >= 1")
         _require(self.kd_ratio >= 0, "kd_ratio", "must be >= 0")
+        _require(self.kd_from == "teacher" or (self.sandwich and self.subnets_per_step >= 2),
+                 "kd_from", "'largest' needs sandwich: true and subnets_per_step >= 2")
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,11 @@ class Params:
 
     def __post_init__(self) -> None:
         _require(len(self.phases) > 0, "phases", "needs at least one phase")
+        for section, names in (("phases", self.phases), ("devices", self.devices),
+                               ("constraints", self.constraints)):
+            for name in names:  # each becomes part of a file name
+                _require(SAFE_NAME.fullmatch(name) is not None, f"{section}[{name!r}]",
+                         f"not a safe name for files ({SAFE_NAME_RULE})")
         for name, ph in self.phases.items():
             key = f"phases.{name}"
             for dim, allowed, chosen in (("kernel", self.space.kernel_choices, ph.kernel),
@@ -181,6 +194,8 @@ def _build(tp: Any, value: Any, key: str) -> Any:
             sub = f"{key}.{f.name}" if key else f.name
             if f.name in value:
                 kwargs[f.name] = _build(hints[f.name], value[f.name], sub)
+                if "range" in f.metadata:
+                    _check_range(kwargs[f.name], f.metadata["range"], sub)
             elif not f.metadata.get("optional"):
                 raise OFAError(f"params: {sub}: missing key")
         try:
@@ -222,12 +237,22 @@ def _build(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise OFAError(f"params: {key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise OFAError(f"params: {key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             raise OFAError(f"params: {key}: expected a string, got {value!r}")
         return value
     raise TypeError(f"unsupported annotation {tp!r} at {key}")
+
+
+def _check_range(value: Any, interval: Range, key: str) -> None:
+    values = value if isinstance(value, tuple) else (value,)
+    for i, v in enumerate(values):
+        if v not in interval:
+            where = f"{key}[{i}]" if isinstance(value, tuple) else key
+            raise OFAError(f"params: {where}: must be in {interval}, got {v!r}")
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -238,15 +263,49 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a mapping that repeats a key (PyYAML keeps the last
+    one silently; DVC refuses the same file)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise _DuplicateKey(f"duplicate key {key!r} at line {line} "
+                                    f"(first at line {seen[key]})")
+            if isinstance(key, typing.Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                             lambda loader, node: loader.construct_mapping(node))
+
+
+def strict_yaml(text: str, where: str) -> Any:
+    """Parse YAML safely (no tags run) and strictly (no repeated keys); one-line errors."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise OFAError(f"{where}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise OFAError(f"{where} is not valid YAML: {str(exc).splitlines()[0]}") from None
+
+
 def read_yaml(path: Path) -> dict:
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
         raise OFAError(f"params file {path} does not exist") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise OFAError(f"params file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OFAError(f"params file {path} cannot be read ({exc})") from None
+    raw = strict_yaml(text, f"params file {path}")
     if not isinstance(raw, dict):
         raise OFAError(f"params file {path} must hold a mapping at the top level")
     return raw
@@ -255,6 +314,7 @@ def read_yaml(path: Path) -> dict:
 def preset_path(name: str) -> Path:
     """The file of an overlay shipped with the package (every DVC stage depends on the
     active one: dvc.yaml's `ofa/presets/${preset}.yaml`)."""
+    safe_name("preset", name)
     return Path(str(resources.files("ofa.presets") / f"{name}.yaml"))
 
 
@@ -264,7 +324,10 @@ def preset(name: str) -> dict:
     ref = preset_path(name)
     if not ref.is_file():
         raise OFAError(f"unknown preset {name!r}")
-    return yaml.safe_load(ref.read_text()) or {}
+    raw = strict_yaml(ref.read_text(), f"preset {ref}") or {}
+    if not isinstance(raw, dict):
+        raise OFAError(f"preset {ref} must hold a mapping at the top level")
+    return raw
 
 
 def params_from_dict(raw: dict) -> Params:
@@ -277,7 +340,7 @@ def load_params(path: str | Path = "params.yaml", preset_name: str | None = None
     The `preset` key lets DVC switch the whole pipeline, e.g. `dvc exp run -S preset=smoke`.
     """
     raw = read_yaml(Path(path))
-    chosen = preset_name or raw.pop("preset", None)
+    chosen = preset_name if preset_name is not None else raw.pop("preset", None)
     raw.pop("preset", None)
     if chosen is not None:
         if not isinstance(chosen, str):

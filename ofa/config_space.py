@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ofa.errors import optional, require as _require
+from ofa.errors import bounded, optional, require as _require
 
 Activation = Literal["relu", "hswish"]
 
@@ -50,9 +50,9 @@ class SpaceConfig:
     expand_choices: tuple[int, ...]
     depth_choices: tuple[int, ...]
     resolutions: tuple[int, ...]
-    dropout: float = 0.1
-    bn_eps: float = 1e-5
-    bn_momentum: float = 0.1
+    dropout: float = bounded("[0, 1)", 0.1)
+    bn_eps: float = bounded("(0, 1]", 1e-5)
+    bn_momentum: float = bounded("(0, 1]", 0.1)
 
     def __post_init__(self) -> None:
         _require(len(self.stages) >= 1, "space.stages", "needs at least one stage")

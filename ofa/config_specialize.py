@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ofa.errors import optional, require
+from ofa.errors import bounded, optional, require
 
 Backend = Literal["torch", "torchscript", "onnxruntime"]
 
@@ -23,10 +23,10 @@ class PredictorConfig:
     hidden: int = 400             # the paper: 3 hidden layers of 400
     layers: int = 3
     epochs: int = 300
-    lr: float = 1.0e-3
+    lr: float = bounded("(0, 10]", 1.0e-3)
     batch_size: int = 64
-    weight_decay: float = 1.0e-4
-    split: tuple[float, ...] = (0.7, 0.15, 0.15)  # train / validation / test, by config
+    weight_decay: float = bounded("[0, 1]", 1.0e-4)
+    split: tuple[float, ...] = bounded("(0, 1)", (0.7, 0.15, 0.15))  # train / validation / test, by config
     workers: int = optional(1)    # local processes measuring subnets (threads shared among them)
     backend: Literal["torch", "onnxruntime"] = optional("onnxruntime")  # the validation pass
     dataset_path: str = optional("data/predictor/acc_dataset.parquet")
@@ -66,11 +66,11 @@ class ConstraintsConfig:
     """What to specialize a device for; kept apart from `DeviceConfig` so that a changed limit
     reruns the search and export but not the device's latency table."""
 
-    latency_ms: tuple[float, ...] = optional(())  # latency limits in ms
+    latency_ms: tuple[float, ...] = bounded("(0, 100000]", (), is_optional=True)  # latency limits in ms
     # latency limits as fractions of the way from the device's fastest subnet (0) to its
     # slowest (1), resolved against its own table: portable to machines of unknown speed
-    latency_frac: tuple[float, ...] = optional(())
-    flops_m: tuple[float, ...] = optional(())  # MMAC limits
+    latency_frac: tuple[float, ...] = bounded("(0, 1]", (), is_optional=True)
+    flops_m: tuple[float, ...] = bounded("(0, 1000000]", (), is_optional=True)  # MMAC limits
 
     def __post_init__(self) -> None:
         require(all(v > 0 for v in self.latency_ms + self.flops_m),
@@ -95,7 +95,7 @@ class ConstraintsConfig:
 class LatencyConfig:
     warmup: int = 3
     repeats: int = 31             # timings per layer; the table keeps median and spread
-    min_seconds: float = optional(20.0)  # more rounds while the timed ones took less (fast devices)
+    min_seconds: float = bounded("[0, 3600]", 20.0, is_optional=True)  # more rounds while the timed ones took less (fast devices)
     check_subnets: int = 50       # random full subnets timed end to end to check the table
     seed: int = 0
     calibration_subnets: int = optional(24)  # subnets timed end to end to fit scales and overhead
@@ -117,9 +117,9 @@ class SearchConfig:
 
     population: int = 100
     generations: int = 500
-    parent_ratio: float = 0.25
-    mutation_ratio: float = 0.5
-    mutation_prob: float = 0.1
+    parent_ratio: float = bounded("(0, 1)", 0.25)
+    mutation_ratio: float = bounded("(0, 1)", 0.5)
+    mutation_prob: float = bounded("[0, 1]", 0.1)
     seed: int = 0
     max_tries: int = 1000         # bound on rejection sampling of feasible subnets
     threads: int = 2              # torch threads scoring the predictor

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ofa.checkpoint import atomic_write
-
 
 def plot_training(reports: list[dict], path: Path) -> None:
     """Validation top-1 (largest and smallest subnet of each phase) and training loss against
@@ -37,5 +35,5 @@ def plot_training(reports: list[dict], path: Path) -> None:
     loss.grid(alpha=0.3)
     acc.set_title("Progressive shrinking: training curves")
     fig.tight_layout()
-    atomic_write(Path(path), lambda p: fig.savefig(p, format="png", dpi=100))
+    fig.savefig(Path(path), format="png", dpi=100)
     plt.close(fig)

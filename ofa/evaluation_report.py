@@ -7,14 +7,16 @@ make training depend on.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
 from ofa import paths
-from ofa.checkpoint import atomic_write_text
 from ofa.config import Params
+from ofa.errors import OFAError
 from ofa.curves import plot_training
 from ofa.evaluate import evaluate_checkpoint
+from ofa.publish import publish_files
 
 
 def run_evaluate(params: Params, checkpoint: Path, extra: list[str], splits: tuple[str, ...],
@@ -22,22 +24,24 @@ def run_evaluate(params: Params, checkpoint: Path, extra: list[str], splits: tup
     """Evaluate (as evaluate_checkpoint) and write `output` (JSON) and its .md summary, whose
     training table lists the phases that led to `phase` (default: the last shrinking phase),
     not an ablation that branched off."""
+    reports = training_reports(params, phase)  # checked before the long evaluation
     rows = evaluate_checkpoint(params, checkpoint, extra, splits, show_progress)
     output = Path(output)
-    reports = training_reports(params, phase)
-    atomic_write_text(output, json.dumps(
+    record = json.dumps(
         {"checkpoint": str(checkpoint),
          "train_minutes": round(sum(t["train_seconds"] for t in reports) / 60, 2),
          # by name (min_r24, ...) so DVC can show and diff each figure; rows keep the details
          **{f"{s}_acc": {f"{r['name']}_r{r['resolution']}": r[f"{s}_acc"] for r in rows}
             for s in splits},
-         "rows": rows}, indent=2))
+         "rows": rows}, indent=2)
     summary = markdown_summary(checkpoint, rows, splits, reports)
+    writes = {output: lambda p: p.write_text(record)}
     if reports:
         curves = paths.training_curves(params)
-        plot_training(reports, curves)
+        writes[curves] = lambda p: plot_training(reports, p)
         summary += f"\n![training curves]({os.path.relpath(curves, output.parent)})\n"
-    atomic_write_text(output.with_suffix(".md"), summary)
+    writes[output.with_suffix(".md")] = lambda p: p.write_text(summary)
+    publish_files(writes)  # the JSON, its summary and the curves together, or none
     return rows
 
 
@@ -45,8 +49,26 @@ def training_reports(params: Params, phase: str | None = None) -> list[dict]:
     """The training reports (where written) of the phases that led to `phase` (default: the
     last shrinking phase), in order; an ablation that branched off is not among them."""
     names = params.chain(phase) if phase else params.shrinking_order()
-    return [json.loads(p.read_text()) for name in names
+    return [read_train_report(p) for name in names
             if (p := paths.train_report(params, name)).is_file()]
+
+
+def read_train_report(path: Path) -> dict:
+    """A phase's training report, refused in one line when it is not what training writes."""
+    try:
+        rep = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OFAError(f"training report {path} is unreadable ({exc}); retrain its phase "
+                       "or restore it (dvc checkout)") from None
+    ok = (isinstance(rep, dict) and isinstance(rep.get("phase"), str)
+          and isinstance(rep.get("train_seconds"), (int, float))
+          and math.isfinite(rep["train_seconds"]) and isinstance(rep.get("history"), list)
+          and all(isinstance(h, dict) and isinstance(h.get("epoch"), int)
+                  and isinstance(h.get("train_loss"), (int, float)) for h in rep["history"]))
+    if not ok:
+        raise OFAError(f"training report {path} lacks its phase, train_seconds or per-epoch "
+                       "history; retrain its phase or restore it (dvc checkout)")
+    return rep
 
 
 def markdown_summary(checkpoint: Path, rows: list[dict], splits: tuple[str, ...],

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from ofa import paths
 from ofa.config import Params
 from ofa.distributed import init_distributed
 from ofa.errors import OFAError
+from ofa.locks import HELD_ENV, exclusive
 from ofa.train import train_phase
 
 WORLD_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
@@ -61,6 +63,7 @@ def _worker_env(rank: int, world: int, port: int) -> dict[str, str]:
     env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     env.setdefault("OMP_NUM_THREADS", "1")  # the workers set their share from params
+    env[HELD_ENV] = "1"  # the phase's lock is this process's
     return env
 
 
@@ -156,7 +159,17 @@ def run_phase(params: Params, params_path: Path, preset: str | None, phase: str,
     """Train `phase` in `train.processes` local workers unless this process already is one
     (ours or torchrun's) or one process is asked for; then here. The workers run `command`
     (default `train --phase <phase>`; a phase made up by a command, such as a from-scratch
-    run, passes that command). WorkersFailed if a worker failed."""
+    run, passes that command). WorkersFailed if a worker failed. One run per phase at a time:
+    the first process (not a worker) holds the phase's lock."""
+    held = os.environ.get(HELD_ENV) == "1" or int(os.environ.get("RANK", "0")) > 0
+    lock = nullcontext() if held else exclusive(paths.phase_lock(params, phase),
+                                                f"training of phase {phase}")
+    with lock:
+        return _run_phase(params, params_path, preset, phase, progress, command)
+
+
+def _run_phase(params: Params, params_path: Path, preset: str | None, phase: str,
+               progress: bool, command: list[str] | None) -> TrainedPhase:
     if params.train.processes > 1 and not in_world():
         code = launch_workers(params.train.processes,
                               worker_args(params_path, preset,

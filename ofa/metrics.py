@@ -6,9 +6,7 @@ training histories, tables' checks) stay plain outputs, so the default views sta
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from ofa.checkpoint import atomic_write_text
 from ofa.report import DeviceReport, meets_limit
 
 
@@ -34,7 +32,5 @@ def headline(evaluation: dict, reports: list[DeviceReport]) -> dict:
     return out
 
 
-def write_headline(path: Path, evaluation: dict, reports: list[DeviceReport]) -> dict:
-    summary = headline(evaluation, reports)
-    atomic_write_text(Path(path), json.dumps(summary, indent=2))
-    return summary
+def headline_text(evaluation: dict, reports: list[DeviceReport]) -> str:
+    return json.dumps(headline(evaluation, reports), indent=2)

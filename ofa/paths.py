@@ -7,11 +7,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from ofa.config import Params
+from ofa.errors import OFAError, safe_name
+
+
+def inside(folder: str | Path, kind: str, name: str, suffix: str = "") -> Path:
+    """`folder/<name><suffix>`, refusing a name that is not a safe file name or a result that
+    would resolve outside `folder` (through a symlink, say)."""
+    base = Path(folder)
+    path = base / f"{safe_name(kind, name)}{suffix}"
+    if path.resolve().parent != base.resolve():
+        raise OFAError(f"{kind} {name!r}: {path} resolves outside {base}")
+    return path
 
 
 def checkpoint(params: Params, phase: str) -> Path:
     """A finished phase's supernet weights."""
-    return Path(params.train.checkpoint_dir) / f"{phase}.pt"
+    return inside(params.train.checkpoint_dir, "phase", phase, ".pt")
 
 
 def last_checkpoint(params: Params) -> Path:
@@ -21,7 +32,12 @@ def last_checkpoint(params: Params) -> Path:
 
 def resume_state(params: Params, phase: str) -> Path:
     """A phase's last complete epoch (weights and optimizer) while it is still training."""
-    return Path(params.train.checkpoint_dir) / ".resume" / f"{phase}.pt"
+    return inside(Path(params.train.checkpoint_dir) / ".resume", "phase", phase, ".pt")
+
+
+def phase_lock(params: Params, phase: str) -> Path:
+    """Held while a phase trains (ofa.locks): a second run of it is refused."""
+    return inside(Path(params.train.checkpoint_dir) / ".resume", "phase", phase, ".lock")
 
 
 def training_curves(params: Params) -> Path:
@@ -31,25 +47,25 @@ def training_curves(params: Params) -> Path:
 
 def scratch_report(params: Params, name: str) -> Path:
     """A from-scratch run's test top-1 and cost (`ofa-cli train-scratch`), beside reports/train."""
-    return Path(params.train.report_dir).parent / "scratch" / f"{name}.json"
+    return inside(Path(params.train.report_dir).parent / "scratch", "scratch run", name, ".json")
 
 
 def train_report(params: Params, phase: str) -> Path:
     """A phase's training metrics (JSON; the per-epoch CSV sits beside it)."""
-    return Path(params.train.report_dir) / f"{phase}.json"
+    return inside(params.train.report_dir, "phase", phase, ".json")
 
 
 def latency_table(params: Params, device: str) -> Path:
-    return Path(params.latency.table_dir) / f"{device}.parquet"
+    return inside(params.latency.table_dir, "device", device, ".parquet")
 
 
 def search_result(params: Params, device: str) -> Path:
-    return Path(params.search.output_dir) / f"{device}.json"
+    return inside(params.search.output_dir, "device", device, ".json")
 
 
 def export_dir(params: Params, device: str) -> Path:
     """models/<device>/: one folder per constraint and the device's export record."""
-    return Path(params.search.models_dir) / device
+    return inside(params.search.models_dir, "device", device)
 
 
 def export_record(params: Params, device: str) -> Path:

@@ -11,10 +11,11 @@ accuracy dataset (sampled subnets, validation accuracy). Outputs: `reports/paret
 from __future__ import annotations
 
 import json
+from typing import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ofa.checkpoint import atomic_write, atomic_write_text
+from ofa.publish import publish_files
 from ofa.contracts import ParetoRows, validate_records
 from ofa.errors import OFAError
 
@@ -168,26 +169,32 @@ def _plot(rep: DeviceReport, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
 
 
 def write_report(reports: list[DeviceReport], out_dir: Path,
-                 rank_agreement: dict[str, float] | None = None) -> dict:
-    """Write pareto.md, pareto.json and one PNG per device; returns the JSON summary."""
+                 rank_agreement: dict[str, float] | None = None,
+                 also: dict[Path, Callable[[Path], None]] | None = None) -> dict:
+    """Write pareto.md, pareto.json and one PNG per device (and the files of `also`: path ->
+    writer), all or none; returns the JSON summary."""
     if not reports:
         raise OFAError("no device has exported subnets yet: run `ofa-cli export --device NAME`")
     out_dir = Path(out_dir)
     summary = {}
+    writes = dict(also or {})
     for rep in reports:
-        _plot(rep, out_dir / plot_name(rep.device))
+        writes[out_dir / plot_name(rep.device)] = lambda p, rep=rep: _plot(rep, p)
         summary[rep.device] = {r["constraint"]: {"limit": r["limit"], "test_acc": r["test_acc"],
                                                  "measured_latency_ms": r["measured_latency_ms"],
                                                  "predicted_acc": r["predicted_acc"],
                                                  "met_limit": meets_limit(r)}
                                for r in rep.rows}
-    atomic_write_text(out_dir / "pareto.md", _markdown(reports) + _agreement_md(rank_agreement or {}))
-    atomic_write_text(out_dir / "pareto.json", json.dumps(summary, indent=2))
+    markdown = _markdown(reports) + _agreement_md(rank_agreement or {})
+    text = json.dumps(summary, indent=2)
+    writes[out_dir / "pareto.md"] = lambda p: p.write_text(markdown)
+    writes[out_dir / "pareto.json"] = lambda p: p.write_text(text)
+    publish_files(writes)  # every file or none
     return summary
 
 

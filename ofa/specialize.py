@@ -25,7 +25,7 @@ from ofa.export import build_static, constraint_dirname, export_choice
 from ofa.latency import LatencyModel, device_rank_agreement, end_to_end_ms, speed_drift
 from ofa.latency.measure import torch_threads
 from ofa.predictor import load_predictor, read_dataset
-from ofa.metrics import write_headline
+from ofa.metrics import headline_text
 from ofa.report import load_device_report, read_evaluation, write_report
 from ofa.search.evolution import Constraint, evolve, feasible
 from ofa.search.nsga import nsga2
@@ -197,10 +197,12 @@ def run_report(params: Params, devices: list[str] | None = None,
     names = devices or [d for d in params.devices if paths.export_record(params, d).is_file()]
     for d in names:
         params.device(d)
+    evaluation = read_evaluation(evaluate_json)
     reports = [load_device_report(paths.export_record(params, d), evaluate_json,
                                   _sampled(params, d)) for d in names]
-    write_report(reports, out_dir, _rank_agreement(params, names))
-    write_headline(out_dir / "metrics.json", read_evaluation(evaluate_json), reports)
+    metrics = headline_text(evaluation, reports)
+    write_report(reports, out_dir, _rank_agreement(params, names),
+                 also={out_dir / "metrics.json": lambda p: p.write_text(metrics)})
     return reports
 
 

@@ -3,7 +3,7 @@
 Each step samples `subnets_per_step` subnets from the phase's choices at one sampled
 resolution, accumulates their gradients and takes one optimizer step; the loss is label-smoothed
 cross-entropy plus kd_ratio x soft cross-entropy against the full network (the teacher phase's
-weights). Sampling is seeded per (phase, epoch), so every DDP rank draws the same subnets and a
+weights, or with `kd_from: largest` the step's own largest subnet, trained on the labels alone). Sampling is seeded per (phase, epoch), so every DDP rank draws the same subnets and a
 resumed run continues exactly where an uninterrupted one would.
 """
 
@@ -92,13 +92,20 @@ def _starting_point(params: Params, phase: str, net: OFAMobileNetV3,
     """Resume from the phase's own last complete epoch, else start from `init_from`."""
     rpath = paths.resume_state(params, phase)
     if rpath.is_file():
-        payload = load_checkpoint(rpath, to_dict(params.space))
-        if payload["meta"].get("fingerprint") == fingerprint(params, phase):
+        try:
+            payload = load_checkpoint(rpath)
+        except OFAError as exc:
+            payload = None
+            why = str(exc)
+        else:
+            why = "its params (data, space, train or the phase) differ from params.yaml"
+        if payload is not None and payload["meta"].get("fingerprint") == fingerprint(params, phase):
             load_weights(net, payload["model"], rpath)
             load_weights(opt, payload.get("optimizer", {}), rpath)
             log(f"resuming phase {phase} after epoch {payload['meta']['epoch']}")
             return int(payload["meta"]["epoch"]), list(payload["meta"]["history"])
-        log(f"ignoring {rpath}: its params differ from params.yaml; starting phase {phase} afresh")
+        rpath.unlink(missing_ok=True)
+        log(f"discarded the resume point {rpath} ({why}); starting phase {phase} afresh")
     ph = params.phase(phase)
     if ph.init_from is not None:
         src = paths.checkpoint(params, ph.init_from)
@@ -133,7 +140,7 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
     opt = build_optimizer(net, params, ph.lr)
     start_epoch, history = _starting_point(params, phase, net, opt, log)
     teacher = None
-    if ph.kd_ratio > 0:
+    if ph.kd_ratio > 0 and ph.kd_from == "teacher":
         teacher, _ = load_supernet(params, _teacher_path(params, phase))
         teacher.eval().requires_grad_(False)
     fmt = torch.channels_last if tc.channels_last else torch.contiguous_format
@@ -189,8 +196,13 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
                         loss = F.cross_entropy(out, y, label_smoothing=tc.label_smoothing)
                         if soft is not None:
                             loss = loss + ph.kd_ratio * soft_cross_entropy(out, soft)
+                        elif j == 0 and ph.kd_ratio > 0 and ph.kd_from == "largest":
+                            soft = F.softmax(out.detach(), dim=1)  # in-place: the largest teaches
+                        value = loss.item()
+                        if not math.isfinite(value):
+                            raise _diverged(phase, epoch, i, steps, cfg, value)
                         loss.backward()
-                    sums[0] += loss.item() * len(y)
+                    sums[0] += value * len(y)
                     sums[1] += float((out.argmax(1) == y).sum())
                     sums[2] += len(y)
                 opt.step()
@@ -213,6 +225,8 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
                                            fixed))
                 row["eval_seconds"] = time.perf_counter() - t_eval
                 history.append(row)
+                if not _finite_weights(net):
+                    raise _diverged(phase, epoch, steps - 1, steps, cfgs[-1], math.nan)
                 meta = _meta(params, phase, epoch + 1, history, ctx.world)
                 save_checkpoint(paths.resume_state(params, phase), net.state_dict(), meta,
                                 opt.state_dict())
@@ -241,6 +255,21 @@ def _accumulating(model: nn.Module, last: bool) -> AbstractContextManager:
     if last or not isinstance(model, nn.parallel.DistributedDataParallel):
         return nullcontext()
     return model.no_sync()
+
+
+def _finite_weights(net: nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in net.state_dict().values()
+               if t.is_floating_point())
+
+
+def _diverged(phase: str, epoch: int, step: int, steps: int, cfg: SubnetConfig,
+              value: float) -> OFAError:
+    """Training stops rather than checkpoint a diverged state; the last resume point (after
+    the `epoch` epochs completed) stays."""
+    kept = f"its resume point after epoch {epoch} is kept" if epoch else "nothing was written"
+    return OFAError(f"phase {phase}: training diverged (loss {value}) at epoch {epoch + 1}, step "
+                    f"{step + 1} of {steps}, subnet {cfg}; no checkpoint was saved from this state "
+                    f"({kept}); lower phases.{phase}.lr or check the data")
 
 
 def _teacher_path(params: Params, phase: str) -> Path:

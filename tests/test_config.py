@@ -62,7 +62,8 @@ def test_phase_chains_and_the_ablation_branch(raw, tmp_path):
     assert p.chain("naive") == ["teacher", "naive"]
     assert p.chain("expand2") == p.shrinking_order() and "naive" not in p.shrinking_order()
     for name in ("teacher", "kernel", "naive"):
-        (tmp_path / f"{name}.json").write_text(json.dumps({"phase": name}))
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {"phase": name, "train_seconds": 1.0, "history": [{"epoch": 1, "train_loss": 0.5}]}))
     assert [r["phase"] for r in training_reports(p)] == ["teacher", "kernel"]
     assert [r["phase"] for r in training_reports(p, "naive")] == ["teacher", "naive"]
     with pytest.raises(OFAError, match="unknown phase 'nope'"):
@@ -93,7 +94,7 @@ def test_misspelled_key_is_named(raw, path, value, key):
 
 @pytest.mark.parametrize("path, value, needle", [
     ("phases.kernel.epochs", 0, "phases.kernel.epochs: must be positive"),
-    ("phases.depth1.lr", -0.1, "phases.depth1.lr: must be positive"),
+    ("phases.depth1.lr", -0.1, "phases.depth1.lr: must be in (0, 10], got -0.1"),
     ("data.val_size", -1, "data.val_size: must be positive"),
     ("space.stages[0].stride", 3, "space.stages[0].stride: must be 1 or 2"),
     ("space.stages[2].width", 20, "space.stages[2].width: must be a positive multiple of 8"),
@@ -112,16 +113,16 @@ def test_misspelled_key_is_named(raw, path, value, key):
     ("predictor.backend", "tensorrt", "predictor.backend: 'tensorrt' is not one of"),
     ("latency.calibration_subnets", 2, "latency.calibration_subnets: must be at least 3"),
     ("train.momentum", 1.5, "train.momentum: must be in [0, 1)"),
-    ("train.weight_decay", -1e-4, "train.weight_decay: must be >= 0"),
+    ("train.weight_decay", -1e-4, "train.weight_decay: must be in [0, 1], got -0.0001"),
     ("space.bn_momentum", 0.0, "space.bn_momentum: must be in (0, 1]"),
     ("space.num_classes", 1, "space.num_classes: must be at least 2"),
     ("space.resolutions", [20, 24, 24], "space.resolutions: must not repeat"),
     ("space.stem.stride", 4, "space.stem/first_block"),
-    ("predictor.weight_decay", -1.0, "predictor.weight_decay: must be >= 0"),
+    ("predictor.weight_decay", -1.0, "predictor.weight_decay: must be in [0, 1], got -1.0"),
     ("orchestration.new_devices_cron", "61 * * * *", "orchestration.new_devices_cron: '61"),
     ("orchestration.new_devices_cron", "*/30 * * *", "not a valid 5-field cron"),
     ("constraints.cpu1-b1", {}, "constraints.cpu1-b1: needs at least one limit"),
-    ("constraints.cpu1-b1.latency_frac", [0.5, 1.5], "constraints.cpu1-b1.latency_frac: fractions"),
+    ("constraints.cpu1-b1.latency_frac", [0.5, 1.5], "constraints.cpu1-b1.latency_frac[1]: must be in (0, 1]"),
     ("constraints.cpu1-b1.latency_frac", [0.15, 0.15], "constraints.cpu1-b1.latency_frac: repeats"),
     ("constraints.nowhere", {"flops_m": [5.0]}, "constraints.nowhere: no device 'nowhere'"),
     ("devices.cpu1-b1.latency_ms", [1.0], "devices.cpu1-b1.latency_ms: unknown key"),

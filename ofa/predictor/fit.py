@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ofa.checkpoint import atomic_write, atomic_write_text
+from ofa.publish import publish_files
 from ofa.config import Params
 from ofa.encoding import GeneLayout, encode, to_genes
 from ofa.predictor.dataset import read_dataset
-from ofa.predictor.model import average, fit_mlp, fit_ridge, metrics, ridge_weights, save_predictor
+from ofa.predictor.model import (average, fit_mlp, fit_ridge, metrics, predictor_bytes,
+                                 ridge_weights)
 from ofa.predictor.pooled import fit_pooled_ridge, pooling_matrix
 from ofa.space import SearchSpace
 
@@ -40,7 +41,7 @@ def _parity(path: Path, true: np.ndarray, preds: dict[str, np.ndarray]) -> None:
     ax.set_title("accuracy predictor on held-out subnets")
     ax.legend()
     fig.tight_layout()
-    atomic_write(path, lambda q: fig.savefig(q, format="png", dpi=110))
+    fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
 
 
@@ -162,10 +163,12 @@ def fit_predictor(params: Params, dataset: Path | None = None) -> dict:
               "resplits": resplit_metrics(layout, x, y, pc.split, pc.seed),
               "learning_curve": learning_curve(layout, x, y, pc.split, pc.seed),
               "targets": {"rmse_points_max": 0.3, "kendall_tau_min": 0.8}}
-    save_predictor(models[chosen], space, pc, Path(pc.weights_path))
+    weights = predictor_bytes(models[chosen], space)
     report_path = Path(pc.report_path)
-    _parity(report_path.with_name(report_path.stem + "_parity.png"), y[te],
-            {"MLP (paper)": preds["mlp"], "stage-pooled ridge": preds["pooled_ridge"],
-             "their average": preds["ensemble"], "ridge": preds["ridge"]})
-    atomic_write_text(report_path, json.dumps(report, indent=2))
+    shown = {"MLP (paper)": preds["mlp"], "stage-pooled ridge": preds["pooled_ridge"],
+             "their average": preds["ensemble"], "ridge": preds["ridge"]}
+    publish_files({  # all three or none
+        Path(pc.weights_path): lambda p: p.write_bytes(weights),
+        report_path.with_name(report_path.stem + "_parity.png"): lambda p: _parity(p, y[te], shown),
+        report_path: lambda p: p.write_text(json.dumps(report, indent=2))})
     return report

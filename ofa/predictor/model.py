@@ -7,6 +7,7 @@ regression on the same features shows in the report what the MLP adds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -128,10 +129,14 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, pc: Pr
     xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).float()
     xvt, yvt = torch.from_numpy(xv).float(), torch.from_numpy(yv).float()
     best, best_state, curve = float("inf"), None, []
-    for _ in range(pc.epochs):
+    for epoch in range(pc.epochs):
         net.train()
-        for idx in torch.randperm(len(xt), generator=gen).split(pc.batch_size):
+        for i, idx in enumerate(torch.randperm(len(xt), generator=gen).split(pc.batch_size)):
             loss = nn.functional.mse_loss(net(xt[idx]), yt[idx])
+            if not math.isfinite(loss.item()):
+                raise OFAError(f"the predictor's fit diverged (loss {loss.item()}) at epoch "
+                               f"{epoch + 1}, batch {i + 1}; nothing was written; lower "
+                               "predictor.lr or check the accuracy dataset")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -173,12 +178,18 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
     return (lambda features: features @ w + b), alpha
 
 
-def save_predictor(net: AccuracyMLP, space: SearchSpace, pc: PredictorConfig, path: Path) -> None:
+def predictor_bytes(net: AccuracyMLP, space: SearchSpace) -> bytes:
+    """The predictor's safetensors file (its space's fingerprint and shape in the header)."""
     meta = {"format": FORMAT, "space": space.fingerprint(),
             "n_features": str(GeneLayout.of(space).n_features), "hidden": str(net.hidden),
             "layers": str(net.layers), "skip": str(int(net.skip is not None))}
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    atomic_write(Path(path), lambda p: p.write_bytes(safetensors_bytes(state, meta)))
+    return safetensors_bytes(state, meta)
+
+
+def save_predictor(net: AccuracyMLP, space: SearchSpace, pc: PredictorConfig, path: Path) -> None:
+    data = predictor_bytes(net, space)
+    atomic_write(Path(path), lambda p: p.write_bytes(data))
 
 
 def load_predictor(params: Params, path: Path | None = None) -> Predictor:
