@@ -84,12 +84,9 @@ class PhaseConfig:
     subnets_per_step: int = field()
     kd_ratio: float = bounded("[0, 100]")
     init_from: str | None = optional(None)
-    sort_channels: bool = optional(False)
     elastic_resolution: bool = optional(True)
-    sandwich: bool = optional(False)  # beyond the paper (BigNAS): each step's first two subnets are the
-    # phase's largest and smallest, the rest random
     # where the soft labels come from: the teacher phase's checkpoint (the paper), or the
-    # step's own largest subnet (BigNAS's in-place distillation; needs the sandwich rule)
+    # step's own largest subnet (BigNAS's in-place distillation; needs a sandwich sampling)
     kd_from: Literal["teacher", "largest"] = optional("teacher")
     fixed: str | None = optional(None)  # one subnet only (a from-scratch baseline: the supernet
     # restricted to this config, at its resolution); written by `ofa-cli train-scratch`
@@ -102,8 +99,18 @@ class PhaseConfig:
         _require(self.images_per_epoch >= 0, "images_per_epoch", "must be >= 0")
         _require(self.subnets_per_step >= 1, "subnets_per_step", "must be >= 1")
         _require(self.kd_ratio >= 0, "kd_ratio", "must be >= 0")
-        _require(self.kd_from == "teacher" or (self.sandwich and self.subnets_per_step >= 2),
-                 "kd_from", "'largest' needs sandwich: true and subnets_per_step >= 2")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """What the shrinking phases draw (ofa/sampling.py): one switch between the paper's
+    progressive shrinking, the sandwich rule and everything elastic at once."""
+
+    rule: Literal["progressive", "progressive_sandwich", "naive", "naive_sandwich"] = \
+        "progressive_sandwich"
+    # once: importance-sort channels before the first elastic-width phase; nested: also the
+    # paper authors' nested re-sort before a phase that opens narrower widths
+    channel_sort: Literal["once", "nested"] = "nested"
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,7 @@ class Params:
     space: SpaceConfig
     train: TrainConfig
     phases: dict[str, PhaseConfig] = field(default_factory=dict)
+    sampling: SamplingConfig = optional(SamplingConfig())
     predictor: PredictorConfig = PredictorConfig()
     latency: LatencyConfig = LatencyConfig()
     search: SearchConfig = SearchConfig()
@@ -137,6 +145,11 @@ class Params:
             if ph.init_from is not None:
                 _require(ph.init_from in self.phases and ph.init_from != name,
                          f"{key}.init_from", f"unknown phase {ph.init_from!r}")
+            _require(ph.kd_from == "teacher" or (
+                ph.init_from is not None and ph.subnets_per_step >= 2
+                and self.sampling.rule.endswith("_sandwich")), f"{key}.kd_from",
+                "'largest' needs a shrinking phase with subnets_per_step >= 2 and a sandwich "
+                "rule (sampling.rule: progressive_sandwich or naive_sandwich)")
         _require("teacher" in self.phases, "phases.teacher",
                  "the full-network phase 'teacher' is required (it is the distillation teacher)")
         for name in self.devices:

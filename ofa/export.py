@@ -50,7 +50,7 @@ def load_exported(space: SearchSpace, folder: Path) -> nn.Module:
     try:
         net = build_static(space, SubnetConfig.from_dict(meta["config"]))
         net.load_state_dict(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, OFAError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise OFAError(f"exported model {folder} does not match its own config ({first})") from None
     return net.eval()

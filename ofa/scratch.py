@@ -35,7 +35,7 @@ def with_scratch_phase(params: Params, cfg: SubnetConfig, distill: bool) -> tupl
     phase = dataclasses.replace(
         params.phase("teacher"), kernel=tuple(sorted(set(cfg.ks))),
         expand=tuple(sorted(set(cfg.e))), depth=tuple(sorted(set(cfg.d))), fixed=str(cfg),
-        kd_ratio=1.0 if distill else 0.0, init_from=None, sandwich=False, sort_channels=False,
+        kd_ratio=1.0 if distill else 0.0, init_from=None, kd_from="teacher",
         elastic_resolution=False, subnets_per_step=1)
     return dataclasses.replace(params, phases={**params.phases, name: phase}), name
 

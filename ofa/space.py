@@ -12,10 +12,52 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from ofa.config import PhaseConfig, SpaceConfig, to_dict
 from ofa.errors import OFAError
+
+
+_KEYS = ("ks", "e", "d", "r")          # the JSON/dict form: exactly these keys
+_PARTS = ("r", "d", "k", "e")          # the compact form: exactly these parts, in this order
+_FORM = "r<resolution>-d<depths>-k<kernels>-e<expands> or JSON"
+
+
+def _show(value: object, limit: int = 40) -> str:
+    """A value for a one-line message: its repr, cut short if long."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _integer(value: object, where: str, digit: bool) -> int:
+    """An exact, non-negative Python int (never bool, float or str); a single digit 0-9 where
+    the compact string writes one digit per slot."""
+    if type(value) is not int:
+        raise OFAError(f"subnet config {where}: expected an integer, got {_show(value)} "
+                       f"({type(value).__name__})")
+    if value < 0:
+        raise OFAError(f"subnet config {where}: expected a non-negative integer, got {value}")
+    if digit and value > 9:
+        raise OFAError(f"subnet config {where}: expected a single digit 0-9 (the compact form "
+                       f"writes one digit per slot), got {value}")
+    return value
+
+
+class _Refused(Exception):
+    """Raised from inside json.loads hooks; turned into an OFAError by from_json."""
+
+
+def _no_constants(name: str):
+    raise _Refused(f"{name} is not a number a subnet config can hold")
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _Refused(f"key {_show(key)} appears more than once")
+        seen[key] = value
+    return seen
 
 
 @dataclass(frozen=True)
@@ -33,20 +75,48 @@ class SubnetConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SubnetConfig":
-        if not isinstance(data, dict) or set(data) != {"ks", "e", "d", "r"}:
-            raise OFAError("a subnet config needs exactly the keys ks, e, d, r")
-        try:
-            return cls(tuple(int(v) for v in data["ks"]), tuple(int(v) for v in data["e"]),
-                       tuple(int(v) for v in data["d"]), int(data["r"]))
-        except (TypeError, ValueError):
-            raise OFAError(f"subnet config values must be integers: {data}") from None
+        """Strict: exactly the keys ks, e, d, r; ks/e/d non-empty lists of single digits, r a
+        non-negative int (exact ints only: no bool, float or str). The space's choices are
+        checked by `SearchSpace.validate`."""
+        if not isinstance(data, dict):
+            raise OFAError(f"subnet config must be a JSON object with the keys ks, e, d, r, "
+                           f"got {type(data).__name__} {_show(data)}")
+        missing = [k for k in _KEYS if k not in data]
+        extra = [k for k in data if k not in _KEYS]
+        if extra:
+            raise OFAError(f"subnet config has unexpected key(s) {', '.join(map(_show, extra))} "
+                           f"(expected exactly ks, e, d, r)")
+        if missing:
+            raise OFAError(f"subnet config lacks the key(s) {', '.join(missing)} "
+                           f"(expected exactly ks, e, d, r)")
+        lists = {}
+        for key in ("ks", "e", "d"):
+            values = data[key]
+            if type(values) is not list:
+                raise OFAError(f"subnet config key {key!r}: expected a list of integers, got "
+                               f"{_show(values)} ({type(values).__name__})")
+            if not values:
+                raise OFAError(f"subnet config key {key!r}: expected a non-empty list of integers, "
+                               f"got []")
+            lists[key] = tuple(_integer(v, f"key {key!r} item {i}", digit=True)
+                               for i, v in enumerate(values))
+        return cls(lists["ks"], lists["e"], lists["d"], _integer(data["r"], "key 'r'", digit=False))
 
     @classmethod
     def from_json(cls, text: str) -> "SubnetConfig":
+        """Strict JSON: no NaN/Infinity, no duplicate keys, then `from_dict`."""
+        if not isinstance(text, str):
+            raise OFAError(f"subnet config JSON must be text, got {type(text).__name__}")
         try:
-            return cls.from_dict(json.loads(text))
+            data = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+        except _Refused as exc:
+            raise OFAError(f"subnet config JSON is refused: {exc}") from None
         except json.JSONDecodeError as exc:
             raise OFAError(f"subnet config is not valid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # too many digits; nesting too deep
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:80]
+            raise OFAError(f"subnet config is not valid JSON: {first}") from None
+        return cls.from_dict(data)
 
     def __str__(self) -> str:
         digits = "".join
@@ -55,15 +125,55 @@ class SubnetConfig:
 
     @classmethod
     def parse(cls, text: str) -> "SubnetConfig":
-        """Accept the compact string form or JSON."""
-        text = text.strip()
-        if text.startswith("{"):
-            return cls.from_json(text)
-        parts = dict((p[:1], p[1:]) for p in text.split("-") if p)
-        if set(parts) != {"r", "d", "k", "e"} or not all((v.isascii() and v.isdigit()) for v in parts.values()):
-            raise OFAError(f"cannot parse subnet config {text!r}: expected 'r28-d4324-k...-e...' or JSON")
-        return cls(tuple(map(int, parts["k"])), tuple(map(int, parts["e"])),
-                   tuple(map(int, parts["d"])), int(parts["r"]))
+        """Accept the compact string form, exactly as `str()` writes it, or JSON (`from_json`).
+
+        Only whitespace around the whole text is ignored. The compact form is the four parts r,
+        d, k, e, each once and in that order, joined by single dashes, each a letter followed by
+        ASCII digits: r a resolution without leading zeros, d/k/e one digit per stage/slot."""
+        if not isinstance(text, str):
+            raise OFAError(f"subnet config must be text, got {type(text).__name__} {_show(text)}")
+        s = text.strip()
+        if s.startswith(("{", "[")):
+            return cls.from_json(s)
+
+        def refuse(why: str) -> NoReturn:
+            raise OFAError(f"cannot parse subnet config {_show(s, 80)}: {why}; expected {_FORM}")
+
+        if not s:
+            refuse("it is empty")
+        pieces = s.split("-")
+        if pieces[0] == "":
+            refuse("it starts with '-'")
+        if pieces[-1] == "":
+            refuse("it ends with '-'")
+        if "" in pieces:
+            refuse("it has '--' (an empty part)")
+        for p in pieces:
+            tag, v = p[0], p[1:]
+            if tag not in _PARTS:
+                refuse(f"unknown part {_show(p)} (parts start with r, d, k or e)")
+            if not v:
+                refuse(f"part {tag} has no digits")
+            if not all("0" <= c <= "9" for c in v):
+                refuse(f"part {tag} is {_show(v)}, not ASCII digits 0-9")
+        tags = [p[0] for p in pieces]
+        for tag in _PARTS:
+            if tags.count(tag) > 1:
+                refuse(f"part {tag} appears {tags.count(tag)} times")
+        missing = [t for t in _PARTS if t not in tags]
+        if missing:
+            refuse(f"missing part(s) {', '.join(missing)}")
+        if tuple(tags) != _PARTS:
+            refuse(f"parts are in the order {'-'.join(tags)}, not r-d-k-e")
+        body = {p[0]: p[1:] for p in pieces}
+        if len(body["r"]) > 1 and body["r"][0] == "0":
+            refuse(f"resolution {body['r']!r} has a leading zero")
+        try:
+            r = int(body["r"])
+        except ValueError:  # past Python's limit on digits in one int
+            refuse(f"resolution has {len(body['r'])} digits")
+        return cls(tuple(map(int, body["k"])), tuple(map(int, body["e"])),
+                   tuple(map(int, body["d"])), r)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""One training loop for every progressive-shrinking phase (and the naive ablation).
+"""One training loop for every phase (teacher, shrinking phases, from-scratch baselines).
 
-Each step samples `subnets_per_step` subnets from the phase's choices at one sampled
-resolution, accumulates their gradients and takes one optimizer step; the loss is label-smoothed
-cross-entropy plus kd_ratio x soft cross-entropy against the full network (the teacher phase's
-weights, or with `kd_from: largest` the step's own largest subnet, trained on the labels alone). Sampling is seeded per (phase, epoch), so every DDP rank draws the same subnets and a
-resumed run continues exactly where an uninterrupted one would.
+Each step samples `subnets_per_step` subnets from the phase's plan (ofa.sampling) at one sampled
+resolution, accumulates their gradients and takes one optimizer step; the loss is
+label-smoothed cross-entropy plus kd_ratio x soft cross-entropy against the full network (the
+teacher phase's weights, or with `kd_from: largest` the step's own largest subnet, trained on
+the labels alone). Sampling is seeded per (phase, epoch), so every DDP rank draws the same
+subnets and a resumed run continues exactly where an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ofa.errors import OFAError
 from ofa.evaluate import EvalSettings, evaluate_subnet
 from ofa.nn.supernet import OFAMobileNetV3
 from ofa.progress import make_progress
+from ofa.sampling import phase_plan
 from ofa.seeding import derive_seed, torch_seed
 from ofa.space import Choices, SearchSpace, SubnetConfig
 from ofa.weights import load_supernet, load_weights
@@ -83,7 +85,8 @@ def build_optimizer(model: nn.Module, params: Params, lr: float) -> torch.optim.
 
 def fingerprint(params: Params, phase: str) -> str:
     relevant = {"data": to_dict(params.data), "space": to_dict(params.space),
-                "train": to_dict(params.train), "phase": to_dict(params.phase(phase))}
+                "train": to_dict(params.train), "phase": to_dict(params.phase(phase)),
+                "plan": to_dict(phase_plan(params, phase))}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
@@ -113,8 +116,9 @@ def _starting_point(params: Params, phase: str, net: OFAMobileNetV3,
             raise OFAError(f"phase {phase} starts from {src}, which does not exist yet: "
                            f"run `ofa-cli train --phase {ph.init_from}` first")
         load_weights(net, load_checkpoint(src, to_dict(params.space))["model"], src)
-        if ph.sort_channels:
-            net.sort_channels()
+        plan = phase_plan(params, phase)
+        if plan.sort != "none":
+            net.sort_channels(plan.keep_expand)
     return 0, []
 
 
@@ -150,7 +154,8 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
     model: nn.Module = net
     if ctx.world > 1:
         model = nn.parallel.DistributedDataParallel(net, find_unused_parameters=True)
-    choices = space.phase_choices(ph)
+    plan = phase_plan(params, phase)
+    choices = plan.choices
     fixed = space.fixed_config(ph)
     if tc.batch_size % ctx.world:
         raise OFAError(f"params: train.batch_size: {tc.batch_size} is not divisible by the "
@@ -188,7 +193,7 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
                         soft = F.softmax(teacher(x, space.max_config(r)), dim=1)
                 opt.zero_grad(set_to_none=True)
                 cfgs = [fixed] * ph.subnets_per_step if fixed is not None else \
-                    step_configs(space, arch_rng, choices, r, ph.subnets_per_step, ph.sandwich)
+                    step_configs(space, arch_rng, choices, r, ph.subnets_per_step, plan.sandwich)
                 for j, cfg in enumerate(cfgs):
                     # DDP averages gradients once per step, after the last subnet's backward
                     with _accumulating(model, last=j == len(cfgs) - 1):

@@ -15,7 +15,7 @@ from ofa.config import deep_merge, preset, read_yaml
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("ofa-cli")
 CLI = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "ofa.cli"]
-PHASES = ("teacher", "kernel", "depth1", "depth2", "expand1", "expand2", "naive")
+PHASES = ("teacher", "kernel", "depth1", "depth2", "expand1", "expand2")
 
 # A few batches per phase: one phase trains in a few seconds on one thread.
 TINY = {

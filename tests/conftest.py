@@ -79,7 +79,7 @@ def tiny_params(tmp_path: Path, **phase_overrides) -> Path:
                   "final_eval_images": 64, "eval_batch_size": 64,
                   "checkpoint_dir": str(tmp_path / "ckpt"), "report_dir": str(tmp_path / "reports")},
         "phases": {name: {"epochs": 1, "images_per_epoch": 64} for name in
-                   ("teacher", "kernel", "depth1", "depth2", "expand1", "expand2", "naive")},
+                   ("teacher", "kernel", "depth1", "depth2", "expand1", "expand2")},
     })
     raw = deep_merge(raw, {"phases": phase_overrides})
     path = tmp_path / "params.yaml"

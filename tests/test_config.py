@@ -46,26 +46,27 @@ def test_defaults_load(raw):
     assert p.shrinking_order() == ["teacher", "kernel", "depth1", "depth2", "expand1", "expand2"]
     assert p.data.val_size == 10000 and p.data.name == "fashion_mnist"
     assert [s.width for s in p.space.stages] == [24, 40, 64, 96]
-    assert p.phase("kernel").init_from == "teacher" and p.phase("expand1").sort_channels
+    assert p.phase("kernel").init_from == "teacher" and p.sampling.rule == "progressive_sandwich"
     assert load_params(ROOT / "params.yaml") == p
 
 
-def test_phase_chains_and_the_ablation_branch(raw, tmp_path):
-    """The naive ablation branches off the teacher: it is not in the shrinking chain, and an
+def test_phase_chains_and_branches(raw, tmp_path):
+    """A phase that branches off the teacher (an ablation) is not in the shrinking chain, and an
     evaluation summary of either branch lists only that branch's training reports."""
     import json
 
     from ofa.evaluation_report import training_reports
 
     raw["train"]["report_dir"] = str(tmp_path)
+    raw["phases"]["branch"] = dict(raw["phases"]["expand2"], init_from="teacher")
     p = params_from_dict(raw)
-    assert p.chain("naive") == ["teacher", "naive"]
-    assert p.chain("expand2") == p.shrinking_order() and "naive" not in p.shrinking_order()
-    for name in ("teacher", "kernel", "naive"):
+    assert p.chain("branch") == ["teacher", "branch"]
+    assert p.chain("expand2") == p.shrinking_order() and "branch" not in p.shrinking_order()
+    for name in ("teacher", "kernel", "branch"):
         (tmp_path / f"{name}.json").write_text(json.dumps(
             {"phase": name, "train_seconds": 1.0, "history": [{"epoch": 1, "train_loss": 0.5}]}))
     assert [r["phase"] for r in training_reports(p)] == ["teacher", "kernel"]
-    assert [r["phase"] for r in training_reports(p, "naive")] == ["teacher", "naive"]
+    assert [r["phase"] for r in training_reports(p, "branch")] == ["teacher", "branch"]
     with pytest.raises(OFAError, match="unknown phase 'nope'"):
         p.chain("nope")
 
@@ -134,13 +135,13 @@ def test_bad_value_is_named(raw, path, value, needle):
 
 
 def test_optional_keys_may_be_left_out(raw):
-    """A device needs only its backend and one limit; a phase needs no init_from/sandwich."""
+    """A device needs only its backend and one limit; params need no sampling section (the
+    default: progressive shrinking with the sandwich rule)."""
     raw["devices"]["mini"] = {"backend": "onnxruntime"}
     raw["constraints"]["mini"] = {"flops_m": [5.0]}
-    for key in ("sandwich", "sort_channels"):
-        raw["phases"]["expand1"].pop(key)
+    raw.pop("sampling")
     p = params_from_dict(raw)
-    assert p.device("mini").threads == 1 and not p.phase("expand1").sandwich
+    assert p.device("mini").threads == 1 and p.sampling.rule == "progressive_sandwich"
     assert p.constraints_of("mini").specs() == [("flops_m", 5.0)]
 
 
@@ -151,8 +152,8 @@ def test_a_device_without_constraints_is_refused(raw):
 
 
 def test_teacher_phase_is_required(raw):
-    raw["phases"] = {k: v for k, v in raw["phases"].items() if k == "naive"}
-    raw["phases"]["naive"].pop("init_from")
+    raw["phases"] = {k: v for k, v in raw["phases"].items() if k == "expand2"}
+    raw["phases"]["expand2"].pop("init_from")
     with pytest.raises(OFAError, match="phases.teacher"):
         params_from_dict(raw)
 
@@ -240,20 +241,6 @@ def test_imagenet_space_builds_and_runs(imagenet):
         for block, k, e in net.active_blocks(space.min_config(128)):
             feats = block(feats, k, e)
     assert feats.shape[-2:] == (4, 4) and feats.shape[1] == 160
-
-
-def test_naive_ablation_has_the_shrinking_budget(params):
-    """The paper's comparison is at equal cost: naive gets as many subnet passes as the
-    phases after the teacher together."""
-    train_images = 60000 - params.data.val_size
-
-    def passes(name: str) -> int:
-        ph = params.phase(name)
-        return ph.epochs * (ph.images_per_epoch or train_images) * ph.subnets_per_step
-
-    chain = params.shrinking_order()[1:]
-    assert passes("naive") == sum(passes(p) for p in chain)
-    assert params.phase("naive").sort_channels and params.phase("naive").init_from == "teacher"
 
 
 def _default_mismatches(tp, raw, key: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -77,8 +78,7 @@ def test_sample_fixed_resolution(space: SearchSpace):
     assert {space.sample(rng, r=24).r for _ in range(20)} == {24}
 
 
-@pytest.mark.parametrize("phase", ["teacher", "kernel", "depth1", "depth2", "expand1", "expand2",
-                                   "naive"])
+@pytest.mark.parametrize("phase", ["teacher", "kernel", "depth1", "depth2", "expand1", "expand2"])
 def test_phase_choices_restrict_sampling(space: SearchSpace, params, phase: str):
     ph = params.phase(phase)
     ch = space.phase_choices(ph)
@@ -130,3 +130,228 @@ def test_fixed_points_are_valid(space: SearchSpace, params):
     assert set(mid.d) == {3} and mid.r == 28
     assert len(space.active_slots(mn)) == min(params.space.depth_choices) * space.n_stages
     assert len(space.active_slots(mx)) == space.n_slots
+
+
+# -- strict readers: every hostile input is an OFAError naming the problem ------------------
+K7, E6 = "7" * 16, "6" * 16
+GOOD_STR = f"r28-d4444-k{K7}-e{E6}"
+GOOD = {"ks": [7] * 16, "e": [6] * 16, "d": [4] * 4, "r": 28}
+
+
+def _with(**changes) -> dict:
+    return {**GOOD, **changes}
+
+
+def _without(key: str) -> dict:
+    return {k: v for k, v in GOOD.items() if k != key}
+
+
+def _json(body: str) -> str:
+    """GOOD as JSON text with `body` spliced in place of its r entry."""
+    return '{"ks": %s, "e": %s, "d": %s, %s}' % (GOOD["ks"], GOOD["e"], GOOD["d"], body)
+
+
+def test_hostile_inputs_start_from_accepted_ones(space: SearchSpace):
+    """Each hostile input below is one change away from these, which are accepted and valid."""
+    cfg = space.validate(SubnetConfig.from_dict(GOOD))
+    assert SubnetConfig.parse(GOOD_STR) == cfg == space.max_config(28)
+    assert SubnetConfig.from_json(_json('"r": 28')) == cfg
+    assert SubnetConfig.parse(f" \t{_json(chr(34) + 'r' + chr(34) + ': 28')}\n") == cfg
+
+
+DICT_CASES = [
+    (_with(r=28.9), "key 'r': expected an integer, got 28.9 (float)"),
+    (_with(r=28.0), "key 'r': expected an integer, got 28.0 (float)"),
+    (_with(r=float("nan")), "key 'r': expected an integer, got nan (float)"),
+    (_with(r=float("inf")), "key 'r': expected an integer, got inf (float)"),
+    (_with(r=True), "key 'r': expected an integer, got True (bool)"),
+    (_with(r=False), "key 'r': expected an integer, got False (bool)"),
+    (_with(r="28"), "key 'r': expected an integer, got '28' (str)"),
+    (_with(r=None), "key 'r': expected an integer, got None (NoneType)"),
+    (_with(r=[28]), "key 'r': expected an integer, got [28] (list)"),
+    (_with(r=-28), "key 'r': expected a non-negative integer, got -28"),
+    (_with(ks=[7.5] + [7] * 15), "key 'ks' item 0: expected an integer, got 7.5 (float)"),
+    (_with(ks=[7] * 15 + [7.0]), "key 'ks' item 15: expected an integer, got 7.0 (float)"),
+    (_with(ks=K7), "key 'ks': expected a list of integers, got '7777777777777777' (str)"),
+    (_with(ks=[True] * 16), "key 'ks' item 0: expected an integer, got True (bool)"),
+    (_with(ks=[[7]] * 16), "key 'ks' item 0: expected an integer, got [7] (list)"),
+    (_with(ks=["7"] * 16), "key 'ks' item 0: expected an integer, got '7' (str)"),
+    (_with(ks=[]), "key 'ks': expected a non-empty list of integers, got []"),
+    (_with(ks=tuple(GOOD["ks"])), "key 'ks': expected a list of integers"),
+    (_with(ks=7), "key 'ks': expected a list of integers, got 7 (int)"),
+    (_with(e=[-6] * 16), "key 'e' item 0: expected a non-negative integer, got -6"),
+    (_with(e=[6] * 8 + [None] * 8), "key 'e' item 8: expected an integer, got None (NoneType)"),
+    (_with(d=[10, 4, 4, 4]), "key 'd' item 0: expected a single digit 0-9"),
+    (_with(d={"a": 4}), "key 'd': expected a list of integers, got {'a': 4} (dict)"),
+    (_without("r"), "lacks the key(s) r (expected exactly ks, e, d, r)"),
+    (_without("ks"), "lacks the key(s) ks (expected exactly ks, e, d, r)"),
+    ({}, "lacks the key(s) ks, e, d, r"),
+    (_with(x=1), "unexpected key(s) 'x' (expected exactly ks, e, d, r)"),
+    (_with(k=GOOD["ks"]), "unexpected key(s) 'k'"),
+    ({**_without("r"), "R": 28}, "unexpected key(s) 'R'"),
+    ({**GOOD, 1: 2}, "unexpected key(s) 1"),
+    ([1, 2], "must be a JSON object with the keys ks, e, d, r, got list [1, 2]"),
+    (GOOD_STR, "must be a JSON object with the keys ks, e, d, r, got str"),
+    (None, "must be a JSON object with the keys ks, e, d, r, got NoneType None"),
+]
+
+JSON_CASES = [
+    (_json('"r": NaN'), "JSON is refused: NaN is not a number"),
+    (_json('"r": Infinity'), "JSON is refused: Infinity is not a number"),
+    (_json('"r": -Infinity'), "JSON is refused: -Infinity is not a number"),
+    ('{"ks": [NaN], "e": [6], "d": [4], "r": 28}', "JSON is refused: NaN is not a number"),
+    (_json('"r": 28, "r": 32'), "JSON is refused: key 'r' appears more than once"),
+    (_json('"r": 28, "ks": [7]'), "JSON is refused: key 'ks' appears more than once"),
+    (_json('"r": 28.9'), "key 'r': expected an integer, got 28.9 (float)"),
+    (_json('"r": 28.0'), "key 'r': expected an integer, got 28.0 (float)"),
+    (_json('"r": 28e0'), "key 'r': expected an integer, got 28.0 (float)"),
+    (_json('"r": 1e400'), "key 'r': expected an integer, got inf (float)"),
+    (_json('"r": true'), "key 'r': expected an integer, got True (bool)"),
+    (_json('"r": null'), "key 'r': expected an integer, got None (NoneType)"),
+    (_json('"r": "28"'), "key 'r': expected an integer, got '28' (str)"),
+    (_json('"r": -28'), "key 'r': expected a non-negative integer, got -28"),
+    (_json('"r": 028'), "is not valid JSON"),
+    (_json('"r": ' + "9" * 5000), "is not valid JSON: Exceeds the limit"),
+    ('{"ks": "7777", "e": [6], "d": [4], "r": 28}',
+     "key 'ks': expected a list of integers, got '7777'"),
+    ('{"ks": [[7]], "e": [6], "d": [4], "r": 28}', "key 'ks' item 0: expected an integer, got [7]"),
+    ('{"ks": [7], "e": [6], "d": [4], "r": 28, "x": 0}', "unexpected key(s) 'x'"),
+    ('{"ks": [7], "e": [6], "d": [4]}', "lacks the key(s) r"),
+    (_json('"r": 28') + "{}", "is not valid JSON: Extra data"),
+    ("{bad json", "is not valid JSON: Expecting property name"),
+    ("", "is not valid JSON: Expecting value"),
+    ("null", "must be a JSON object with the keys ks, e, d, r, got NoneType"),
+    ("[1, 2]", "must be a JSON object with the keys ks, e, d, r, got list [1, 2]"),
+    ("[" * 100_000, "is not valid JSON: maximum recursion depth"),
+    (_json('"r": 28').encode(), "JSON must be text, got bytes"),
+]
+
+COMPACT = "cannot parse subnet config "
+STR_CASES = [
+    (f"r28-r32-d4444-k{K7}-e{E6}", "part r appears 2 times"),
+    (f"{GOOD_STR}-r28", "part r appears 2 times"),
+    (f"{GOOD_STR}-d4444", "part d appears 2 times"),
+    (f"r28-d4444-k{K7}-k{K7}-e{E6}", "part k appears 2 times"),
+    (f"d4444-r28-k{K7}-e{E6}", "parts are in the order d-r-k-e, not r-d-k-e"),
+    (f"r28-d4444-e{E6}-k{K7}", "parts are in the order r-d-e-k, not r-d-k-e"),
+    (f"r28-d4444-k{K7}", "missing part(s) e"),
+    ("r28", "missing part(s) d, k, e"),
+    (f"r28-d4444-k{K7}-e{E6}-x1", "unknown part 'x1'"),
+    (f"R28-d4444-k{K7}-e{E6}", "unknown part 'R28'"),
+    ("r28-banana", "unknown part 'banana'"),
+    ("hello", "unknown part 'hello'"),
+    ("", "it is empty"),
+    (" \t\n ", "it is empty"),
+    (f"-{GOOD_STR}", "it starts with '-'"),
+    (f"{GOOD_STR}-", "it ends with '-'"),
+    (f"r28--d4444-k{K7}-e{E6}", "it has '--'"),
+    (f"r-28-d4444-k{K7}-e{E6}", "part r has no digits"),
+    (f"r-d4444-k{K7}-e{E6}", "part r has no digits"),
+    ("r28-d-k-e", "part d has no digits"),
+    (f"r28-d4444-k{K7}-e", "part e has no digits"),
+    (f"r28.9-d4444-k{K7}-e{E6}", "part r is '28.9', not ASCII digits 0-9"),
+    (f"r28.0-d4444-k{K7}-e{E6}", "part r is '28.0', not ASCII digits 0-9"),
+    (f"r+28-d4444-k{K7}-e{E6}", "part r is '+28', not ASCII digits 0-9"),
+    (f"r1e3-d4444-k{K7}-e{E6}", "part r is '1e3', not ASCII digits 0-9"),
+    (f"r\u0662\u0668-d4444-k{K7}-e{E6}", "part r is '\u0662\u0668', not ASCII digits 0-9"),
+    (f"r28-d\uff14444-k{K7}-e{E6}", "part d is '\uff14444', not ASCII digits 0-9"),
+    (f"r28-d4444-k{'7' * 15}\u00b2-e{E6}", "part k is '777777777777777\u00b2', not ASCII"),
+    (f"r28 -d4444-k{K7}-e{E6}", "part r is '28 ', not ASCII digits 0-9"),
+    (f"r 28-d4444-k{K7}-e{E6}", "part r is ' 28', not ASCII digits 0-9"),
+    (f"{GOOD_STR}\x00", "part e is '6666666666666666\\x00', not ASCII digits 0-9"),
+    (f"r28-d2_3-k{K7}-e{E6}", "part d is '2_3', not ASCII digits 0-9"),
+    (GOOD_STR.replace("-", "_"), "part r is '28_d4444_k"),
+    (f"r028-d4444-k{K7}-e{E6}", "resolution '028' has a leading zero"),
+    (f"r{'9' * 5000}-d4444-k{K7}-e{E6}", "resolution has 5000 digits"),
+]
+
+
+def _ids(cases) -> list[str]:
+    return [ascii(c[0])[:50] for c in cases]
+
+
+def _refused(read, value, needle: str) -> str:
+    with pytest.raises(OFAError, match=re.escape(needle)) as info:
+        read(value)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 300  # one line, even for huge input
+    return message
+
+
+@pytest.mark.parametrize("data, needle", DICT_CASES, ids=_ids(DICT_CASES))
+def test_from_dict_is_strict(data, needle: str):
+    assert _refused(SubnetConfig.from_dict, data, needle).startswith("subnet config ")
+
+
+@pytest.mark.parametrize("text, needle", JSON_CASES, ids=_ids(JSON_CASES))
+def test_from_json_is_strict(text, needle: str):
+    assert _refused(SubnetConfig.from_json, text, needle).startswith("subnet config ")
+    if isinstance(text, str) and text.startswith(("{", "[")):  # parse hands JSON to from_json
+        assert _refused(SubnetConfig.parse, f"  {text}\n", needle).startswith("subnet config ")
+
+
+@pytest.mark.parametrize("text, needle", STR_CASES, ids=_ids(STR_CASES))
+def test_compact_string_is_strict(text: str, needle: str):
+    assert _refused(SubnetConfig.parse, text, needle).startswith(COMPACT)
+
+
+@pytest.mark.parametrize("value", [28, None, b"r28", ["r28"], 28.0], ids=ascii)
+def test_parse_needs_text(value):
+    _refused(SubnetConfig.parse, value, f"subnet config must be text, got {type(value).__name__}")
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_compact_string_round_trips_sampled_configs(space: SearchSpace, seed: int):
+    rng = random.Random(seed)
+    cfg = space.sample(rng)
+    text = str(cfg)
+    assert SubnetConfig.parse(text) == cfg and str(SubnetConfig.parse(text)) == text
+    assert SubnetConfig.parse(f"\n {text} \t") == cfg  # whitespace around the whole is fine
+    assert SubnetConfig.from_json(cfg.to_json()) == cfg == SubnetConfig.from_dict(cfg.to_dict())
+    assert space.validate(SubnetConfig.parse(text)) == cfg
+    # any resolution, multi-digit included (r128), and any single digits, parse back exactly
+    other = SubnetConfig(tuple(rng.randrange(10) for _ in cfg.ks),
+                         tuple(rng.randrange(10) for _ in cfg.e),
+                         tuple(rng.randrange(10) for _ in cfg.d),
+                         rng.choice([0, 7, 128, 224, 10 ** 6]))
+    assert SubnetConfig.parse(str(other)) == other
+    assert SubnetConfig.parse(other.to_json()) == other
+
+
+def test_multi_digit_resolution_parses():
+    cfg = SubnetConfig.parse(f"r128-d4444-k{K7}-e{E6}")
+    assert cfg.r == 128 and cfg.d == (4, 4, 4, 4)
+    assert SubnetConfig.parse("r0-d4-k7-e6") == SubnetConfig((7,), (6,), (4,), 0)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_validate_refuses_any_value_outside_the_choices(space: SearchSpace, seed: int):
+    """One entry of a sampled valid config set to a digit outside its choices (any slot, a
+    skipped one included) parses, and validate refuses it, naming the value and the choices."""
+    rng = random.Random(seed)
+    cfg = space.sample(rng)
+    c = space.cfg
+    field, name, allowed = rng.choice([("ks", "kernel size", c.kernel_choices),
+                                       ("e", "expand ratio", c.expand_choices),
+                                       ("d", "depth", c.depth_choices)])
+    values = list(getattr(cfg, field))
+    i = rng.randrange(len(values))
+    values[i] = rng.choice([v for v in range(10) if v not in allowed])
+    bad = SubnetConfig.parse(str(SubnetConfig(**{**vars(cfg), field: tuple(values)})))
+    with pytest.raises(OFAError, match=re.escape(f"{name} {values[i]} is outside the space "
+                                                 f"(choices: {list(allowed)})")):
+        space.validate(bad)
+    r = rng.choice([v for v in (0, 1, 16, 27, 29, 64, 128, 224) if v not in c.resolutions])
+    with pytest.raises(OFAError, match=re.escape(f"resolution {r} is outside the space")):
+        space.validate(SubnetConfig.parse(str(SubnetConfig(cfg.ks, cfg.e, cfg.d, r))))
+
+
+@pytest.mark.parametrize("text, needle", [
+    (f"r28-d44444-k{K7}-e{E6}", "needs 4 depths, got 5"),
+    ("r28-d4444-k7-e6", "needs 16 kernel and expand entries (4 stages x 4), got 1/1"),
+    (f"r28-d4444-k{K7}7-e{E6}", "got 17/16"),
+    (f"r28-d4444-k{K7}-e{E6[:-1]}", "got 16/15"),
+], ids=["five-depths", "one-slot", "17-kernels", "15-expands"])
+def test_validate_refuses_wrong_lengths(space: SearchSpace, text: str, needle: str):
+    with pytest.raises(OFAError, match=re.escape(needle)):
+        space.validate(SubnetConfig.parse(text))

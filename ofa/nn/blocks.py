@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.models.mobilenetv3 import InvertedResidual, InvertedResidualConfig
 
 from ofa.nn.ops import (ACTIVATIONS, ElasticBatchNorm, ElasticDepthwise, ElasticPointwise,
-                        ElasticSE, make_divisible)
+                        ElasticSE, make_divisible, squeeze_channels)
 
 
 def norm_factory(eps: float, momentum: float) -> Callable[..., nn.BatchNorm2d]:
@@ -76,10 +76,16 @@ class ElasticMBConv(nn.Module):
         return blk
 
     @torch.no_grad()
-    def sort_channels(self) -> None:
+    def sort_channels(self, keep_expand: int | None = None) -> None:
         """Reorder middle channels by importance (L1 of the projection weights), keeping the
-        block's function: every layer touching the middle channels is permuted alike."""
-        order = torch.argsort(self.project.weight.abs().sum(dim=(0, 2, 3)), descending=True)
+        block's function: every layer touching the middle channels is permuted alike.
+
+        With `keep_expand` (the paper authors' nested re-sort before a second width phase) the
+        channels of that narrower width keep their set and reorder only among themselves, as
+        do the rest: what the previous phase trained as a subnet's width stays one."""
+        mid = self.project.weight.shape[1]
+        keep = mid if keep_expand is None else self.mid_channels(keep_expand)
+        order = _nested_order(self.project.weight.abs().sum(dim=(0, 2, 3)), keep)
         self.expand.weight.copy_(self.expand.weight[order])
         _permute_bn(self.expand_bn, order)
         self.depthwise.weight.copy_(self.depthwise.weight[order])
@@ -89,11 +95,19 @@ class ElasticMBConv(nn.Module):
             se.fc1.weight.copy_(se.fc1.weight[:, order])
             se.fc2.weight.copy_(se.fc2.weight[order])
             se.fc2.bias.copy_(se.fc2.bias[order])
-            sq_order = torch.argsort(se.fc2.weight.abs().sum(dim=(0, 2, 3)), descending=True)
+            sq_keep = se.fc1.weight.shape[0] if keep_expand is None else squeeze_channels(keep)
+            sq_order = _nested_order(se.fc2.weight.abs().sum(dim=(0, 2, 3)), sq_keep)
             se.fc1.weight.copy_(se.fc1.weight[sq_order])
             se.fc1.bias.copy_(se.fc1.bias[sq_order])
             se.fc2.weight.copy_(se.fc2.weight[:, sq_order])
         self.project.weight.copy_(self.project.weight[:, order])
+
+
+def _nested_order(importance: torch.Tensor, keep: int) -> torch.Tensor:
+    """Channels by descending importance, the first `keep` and the rest sorted apart."""
+    head = torch.argsort(importance[:keep], descending=True)
+    tail = keep + torch.argsort(importance[keep:], descending=True)
+    return torch.cat([head, tail])
 
 
 def _copy_conv_bn(layer: nn.Sequential, weight: torch.Tensor, bn: nn.BatchNorm2d, c: int) -> None:

@@ -74,7 +74,8 @@ class OFAMobileNetV3(nn.Module):
         return net.train(self.training)
 
     @torch.no_grad()
-    def sort_channels(self) -> None:
-        """Importance-sort every elastic block before the width phases."""
+    def sort_channels(self, keep_expand: int | None = None) -> None:
+        """Importance-sort every elastic block before a width phase (nested within the
+        `keep_expand` width before a second one: `ElasticBlock.sort_channels`)."""
         for block in self.blocks:
-            block.sort_channels()
+            block.sort_channels(keep_expand)

@@ -1,0 +1,62 @@
+"""How each training phase samples subnets: one named choice in params (`sampling.rule`).
+
+The phases table says how long each phase trains and with which learning rate and which
+choices progressive shrinking opens (kernel, then depth, then width); `sampling` says what the
+shrinking phases draw from (`sampling.rule`):
+
+- `progressive`: the paper's progressive shrinking, each phase within its own choices;
+- `progressive_sandwich`: the same, with BigNAS's sandwich rule (every step's first two
+  subnets are the phase's largest and smallest);
+- `naive`: every dimension elastic from the first shrinking phase on (the paper's Fig. 4
+  baseline), with the same phases, budgets and learning rates;
+- `naive_sandwich`: naive with the sandwich rule.
+
+Channels are importance-sorted before the first phase with elastic width; with
+`sampling.channel_sort: nested`, also before a phase that opens narrower widths than its
+predecessor, by the paper authors' nested re-sort, which keeps the predecessor's narrowest
+width's channels as one set (`ElasticBlock.sort_channels`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ofa.config import Params
+from ofa.space import Choices, SearchSpace
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """What one phase's steps draw and how its starting weights are prepared."""
+
+    choices: Choices
+    sandwich: bool
+    sort: Literal["none", "full", "nested"]
+    keep_expand: int | None = None  # nested: the predecessor's narrowest expand ratio
+
+
+def _choices(params: Params, space: SearchSpace, name: str) -> Choices:
+    ph = params.phase(name)
+    own = space.phase_choices(ph)
+    if ph.init_from is None or ph.fixed is not None or not params.sampling.rule.startswith("naive"):
+        return own
+    full = space.full_choices()
+    return Choices(full.kernel, full.expand, full.depth, own.resolution)
+
+
+def phase_plan(params: Params, name: str) -> PhasePlan:
+    """The phase's choices, sandwich rule and channel sort under `params.sampling`."""
+    space = SearchSpace(params.space)
+    ph = params.phase(name)
+    choices = _choices(params, space, name)
+    sandwich = (params.sampling.rule.endswith("_sandwich") and ph.init_from is not None
+                and ph.subnets_per_step >= 2 and ph.fixed is None)
+    sort, keep = "none", None
+    if ph.init_from is not None and len(choices.expand) > 1:
+        before = _choices(params, space, ph.init_from).expand
+        if len(before) == 1:
+            sort = "full"
+        elif min(choices.expand) < min(before) and params.sampling.channel_sort == "nested":
+            sort, keep = "nested", min(before)
+    return PhasePlan(choices, sandwich, sort, keep)
