@@ -32,6 +32,9 @@ class DeviceReport:
     drift: float | None = None   # machine speed at export vs at table build (time ratio)
 
 
+NO_EXPORTS = "no device has exported subnets yet: run `ofa-cli export --device NAME`"
+
+
 def _read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(Path(path).read_text())
@@ -179,7 +182,7 @@ def write_report(reports: list[DeviceReport], out_dir: Path,
     """Write pareto.md, pareto.json and one PNG per device (and the files of `also`: path ->
     writer), all or none; returns the JSON summary."""
     if not reports:
-        raise OFAError("no device has exported subnets yet: run `ofa-cli export --device NAME`")
+        raise OFAError(NO_EXPORTS)
     out_dir = Path(out_dir)
     summary = {}
     writes = dict(also or {})

@@ -50,10 +50,11 @@ def phase_plan(params: Params, name: str) -> PhasePlan:
     space = SearchSpace(params.space)
     ph = params.phase(name)
     choices = _choices(params, space, name)
-    sandwich = (params.sampling.rule.endswith("_sandwich") and ph.init_from is not None
-                and ph.subnets_per_step >= 2 and ph.fixed is None)
+    # the teacher and scratch phases never read `sampling` (their DVC stages do not declare it)
+    sandwich = (ph.init_from is not None and ph.fixed is None and ph.subnets_per_step >= 2
+                and params.sampling.rule.endswith("_sandwich"))
     sort, keep = "none", None
-    if ph.init_from is not None and len(choices.expand) > 1:
+    if ph.init_from is not None and ph.fixed is None and len(choices.expand) > 1:
         before = _choices(params, space, ph.init_from).expand
         if len(before) == 1:
             sort = "full"

@@ -26,7 +26,7 @@ from ofa.latency import LatencyModel, device_rank_agreement, end_to_end_ms, spee
 from ofa.latency.measure import torch_threads
 from ofa.predictor import load_predictor, read_dataset
 from ofa.metrics import headline_text
-from ofa.report import load_device_report, read_evaluation, write_report
+from ofa.report import NO_EXPORTS, load_device_report, read_evaluation, write_report
 from ofa.search.evolution import Constraint, evolve, feasible
 from ofa.search.nsga import nsga2
 from ofa.space import SearchSpace, SubnetConfig
@@ -197,6 +197,8 @@ def run_report(params: Params, devices: list[str] | None = None,
     names = devices or [d for d in params.devices if paths.export_record(params, d).is_file()]
     for d in names:
         params.device(d)
+    if not names:   # the step's main input first, before the evaluation it adds
+        raise OFAError(NO_EXPORTS)
     evaluation = read_evaluation(evaluate_json)
     reports = [load_device_report(paths.export_record(params, d), evaluate_json,
                                   _sampled(params, d)) for d in names]

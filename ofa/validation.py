@@ -17,10 +17,13 @@ import pandas as pd
 
 from ofa import paths
 from ofa.checkpoint import atomic_write_text, publish_dir, staging_dir
+from ofa.contracts import (INPUT_MS_PER_M_RANGE, MAX_TIMING_MS, OVERHEAD_KEY, SCALE_RANGE,
+                           overhead_range)
 from ofa.data import load_dataset
 from ofa.errors import OFAError
 from ofa.latency import read_table
 from ofa.latency.layers import enumerate_layers
+from ofa.latency.table_io import overhead_bounds
 from ofa.space import SearchSpace
 
 REPORT_DIR = Path("reports/validation")
@@ -127,23 +130,71 @@ def validate_acc_dataset(df: pd.DataFrame, min_config: str, max_config: str,
     ], out_dir)
 
 
+def _term(value) -> float:
+    """A metadata term as a float column value; anything not a number becomes NaN, which the
+    suite's not-null expectation then names."""
+    if isinstance(value, bool):
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def validate_latency_table(df: pd.DataFrame, needed_keys: list[str], device: str,
-                           out_dir: Path = REPORT_DIR) -> dict:
+                           out_dir: Path = REPORT_DIR, meta: dict | None = None,
+                           overhead_bounds_ms: tuple[float, float] | None = None) -> dict:
     """Positive finite timings, every needed layer present, spread within bounds (where at
-    least MIN_SPREAD_COUNT timings back the spread: p90-p10 of 3 timings is just noise)."""
+    least MIN_SPREAD_COUNT timings back the spread: p90-p10 of 3 timings is just noise).
+    With the table's metadata `meta`, its terms too, by the contract's ranges
+    (ofa.contracts): the overhead given exactly once (in the metadata, no row keyed
+    `overhead`), finite, within `overhead_bounds_ms` (ofa.contracts.overhead_range: from minus
+    half the smallest subnet's layer sum to the largest subnet's; else the cap on any
+    timing), every fitted scale in SCALE_RANGE and the input term in
+    INPUT_MS_PER_M_RANGE. Each term is a constant column, so the Data Docs show its value."""
+    df = df.assign(median_ms=pd.to_numeric(df["median_ms"], errors="coerce"))  # text: null
     spread_ratio = (df["spread_ms"] / df["median_ms"]) if "spread_ms" in df else None
     if spread_ratio is not None and "count" in df:
         spread_ratio = spread_ratio.where(df["count"] >= MIN_SPREAD_COUNT)
     frame = df.assign(spread_ratio=spread_ratio) if spread_ratio is not None else df
     spec = [
+        ("ExpectColumnValuesToNotBeNull", {"column": "median_ms"}),
         ("ExpectColumnValuesToBeBetween", {"column": "median_ms", "min_value": 0.0,
-                                           "max_value": 1e6, "strict_min": True}),
+                                           "max_value": MAX_TIMING_MS, "strict_min": True}),
         ("ExpectColumnValuesToBeUnique", {"column": "key"}),
         ("ExpectColumnDistinctValuesToContainSet", {"column": "key", "value_set": needed_keys}),
     ]
     if spread_ratio is not None:
         spec.append(("ExpectColumnValuesToBeBetween", {"column": "spread_ratio", "min_value": 0.0,
                                                        "max_value": 5.0, "mostly": 0.95}))
+    if meta is not None:
+        lo_ms, hi_ms, _ = overhead_range(overhead_bounds_ms)
+        terms = {"overhead_given": int("overhead_ms" in meta)
+                 + int((df["key"].astype(str) == OVERHEAD_KEY).sum()),
+                 "overhead_ms": _term(meta.get("overhead_ms"))}
+        spec += [
+            ("ExpectColumnValuesToBeInSet", {"column": "overhead_given", "value_set": [1]}),
+            ("ExpectColumnValuesToNotBeNull", {"column": "overhead_ms"}),
+            ("ExpectColumnValuesToBeBetween", {"column": "overhead_ms", "min_value": lo_ms,
+                                               "max_value": hi_ms}),
+        ]
+        scales = meta.get("scales")
+        if scales is not None:
+            lo, hi = SCALE_RANGE
+            by_column = ({f"scales[{g}]": v for g, v in scales.items()}
+                         if isinstance(scales, dict) and scales else {"scales": None})
+            for col, value in by_column.items():
+                terms[col] = _term(value)
+                spec += [("ExpectColumnValuesToNotBeNull", {"column": col}),
+                         ("ExpectColumnValuesToBeBetween", {"column": col, "min_value": lo,
+                                                            "max_value": hi})]
+        if "input_ms_per_m" in meta:
+            lo, hi = INPUT_MS_PER_M_RANGE
+            terms["input_ms_per_m"] = _term(meta["input_ms_per_m"])
+            spec += [("ExpectColumnValuesToNotBeNull", {"column": "input_ms_per_m"}),
+                     ("ExpectColumnValuesToBeBetween", {"column": "input_ms_per_m",
+                                                        "min_value": lo, "max_value": hi})]
+        frame = frame.assign(**terms)
     return run_suite(f"latency_{device}", frame, spec, out_dir)
 
 
@@ -227,7 +278,11 @@ def gate(params, what: str, device: str | None = None, out_dir: Path = REPORT_DI
         if device is None:
             raise OFAError("the latency gate needs --device")
         params.device(device)
-        df, _ = read_table(paths.latency_table(params, device))
-        layers = enumerate_layers(SearchSpace(params.space))
-        return validate_latency_table(df, [s.key for s in layers], device, out_dir)
+        space = SearchSpace(params.space)
+        # read_table holds the table to the same contract (pandera rows, metadata terms) and
+        # stops at its first violation; the suite records every check in the Data Docs
+        df, meta = read_table(paths.latency_table(params, device), space=space)
+        layers = enumerate_layers(space)
+        bounds = overhead_bounds(space, dict(zip(df["key"], df["median_ms"])))
+        return validate_latency_table(df, [s.key for s in layers], device, out_dir, meta, bounds)
     raise OFAError(f"unknown gate {what!r} (use data, acc-dataset, latency)")

@@ -85,7 +85,7 @@ def _string_batch_size(raw: dict) -> None:
 @pytest.mark.parametrize("edit, needle", [
     (_pop_stages, "space.stages: missing key"),
     (_misspell_epochs, "phases.teacher.epoch: unknown key"),
-    (_negative_lr, "phases.teacher.lr: must be positive"),
+    (_negative_lr, "phases.teacher.lr: must be in (0, 10], got -0.1"),
     (_kernel_outside_space, "phases.teacher.kernel"),
     (_string_batch_size, "train.batch_size: expected an integer"),
 ], ids=["missing-key", "misspelled-key", "out-of-range", "outside-space", "wrong-type"])

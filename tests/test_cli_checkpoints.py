@@ -117,7 +117,7 @@ def _teacher_truncated(raw: dict, ckpt: Path) -> None:
 
 
 @pytest.mark.parametrize("break_it, needle", [
-    (_kernel_lr, "phases.kernel.lr: must be positive"),
+    (_kernel_lr, "phases.kernel.lr: must be in (0, 10], got -1"),
     (_kernel_tiny_epoch, "fewer images per epoch than one batch"),
     (_teacher_truncated, "is truncated or not a torch file"),
 ], ids=["bad-param", "bad-epoch-size", "bad-start-checkpoint"])

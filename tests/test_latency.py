@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 
 import numpy as np
@@ -247,18 +248,18 @@ def test_an_external_table_is_registered(tiny, tmp_path):
     listed = pd.read_csv(layers)
     assert list(listed["key"]) == [s.key for s in enumerate_layers(space)]
     measured = listed[["key"]].assign(median_ms=0.5)
-    measured.loc[len(measured)] = {"key": "overhead", "median_ms": -0.05}  # may be < 0
+    measured.loc[len(measured)] = {"key": "overhead", "median_ms": 0.05}  # >= 0 (contract)
     measured.to_csv(tmp_path / "phone.csv", index=False)
     params = _params(tmp_path, {"phone": {**EXT, "table": str(tmp_path / "phone.csv"),
                                           "latency_ms": [5.0]}})
     path = build_table(params, "phone")
     assert path == table_path(params, "phone")
     df, meta = read_table(path)
-    assert meta["imported_from"].endswith("phone.csv") and meta["overhead_ms"] == -0.05
+    assert meta["imported_from"].endswith("phone.csv") and meta["overhead_ms"] == 0.05
     assert {"macs", "params", "kind", "size"} <= set(df.columns)
     model = LatencyModel.load(path, space)
     cfg = space.max_config()
-    assert model.predict([cfg])[0] == pytest.approx(0.5 * len(subnet_layers(space, cfg)) - 0.05)
+    assert model.predict([cfg])[0] == pytest.approx(0.5 * len(subnet_layers(space, cfg)) + 0.05)
     res = check_table(params, "phone")          # not timed here: reported as external
     assert res["external"] and res["n"] == 0
     assert json.loads((tmp_path / "rep" / "phone.json").read_text())["within_10pct"] is None
@@ -313,3 +314,377 @@ def test_fast_modules_get_more_rounds_up_to_a_bound():
     assert time_interleaved([lambda: None], warmup=0, repeats=3).shape == (1, 3)
     assert len(time_runner(lambda: None, warmup=1, repeats=3, min_seconds=0.05)) == cap
     assert len(time_runner(lambda: time.sleep(0.03), warmup=1, repeats=3, min_seconds=0.05)) == 3
+
+
+# -- The table contract: overhead, fitted terms and timings of hostile tables ----------------
+# Nothing here times a layer: tables are imported from a filled-in layer list (every entry
+# 0.5 ms), so the tiny space's largest subnet (stem, 8 blocks, head) sums to 5 ms, its
+# smallest (stem, 4 blocks, head) to 3 ms: the overhead lies in [-1.5, 5] ms.
+
+INF, NAN = float("inf"), float("nan")
+BOUND = ("expected a finite number in [-1.5, 5] ms (from minus half the smallest subnet's "
+         "layer sum to the largest subnet's)")
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    """(tiny space, its layer list with median_ms 0.5 for every layer)."""
+    tmp = tmp_path_factory.mktemp("filled")
+    space = SearchSpace(_params(tmp).space)
+    listed = pd.read_csv(write_layer_list(space, tmp / "layers.csv"))
+    return space, listed[["key"]].assign(median_ms=0.5)
+
+
+def _register(tmp_path, source):
+    """Import `source` as device ext's table the way `ofa-cli latency` does (build_table)."""
+    params = _params(tmp_path, {"ext": {**EXT, "table": str(source)}})
+    return params, build_table(params, "ext")
+
+
+def _csv(tmp_path, df, name="table.csv"):
+    df.to_csv(tmp_path / name, index=False)
+    return tmp_path / name
+
+
+def _with_overhead(df, *values):
+    rows = pd.DataFrame({"key": ["overhead"] * len(values), "median_ms": list(values)})
+    return pd.concat([df.astype({"median_ms": object}), rows], ignore_index=True)
+
+
+def _with_median(df, value, row=3):
+    out = df.astype({"median_ms": object})
+    out.loc[row, "median_ms"] = value
+    return out
+
+
+def _line(df):  # the CSV line of a row appended after the layers (the header is line 1)
+    return len(df) + 2
+
+
+def _over(shown):
+    return lambda d: f"median_ms of the overhead row (line {_line(d)}) is {shown}; {BOUND}"
+
+
+HOSTILE_CSV = {   # name: (table from the filled layer list, message)
+    "overhead -1000": (lambda d: _with_overhead(d, -1000.0), _over("-1000")),
+    "overhead below minus half the smallest subnet": (lambda d: _with_overhead(d, -1.51),
+                                                        _over("-1.51")),
+    "overhead NaN": (lambda d: _with_overhead(d, "NaN"), _over("nan")),
+    "overhead empty": (lambda d: _with_overhead(d, NAN), _over("nan")),
+    "overhead inf": (lambda d: _with_overhead(d, INF), _over("inf")),
+    "overhead -inf": (lambda d: _with_overhead(d, -INF), _over("-inf")),
+    "overhead huge": (lambda d: _with_overhead(d, 1e9), _over("1e+09")),
+    "overhead above the largest subnet": (lambda d: _with_overhead(d, 5.001), _over("5.001")),
+    "overhead text": (lambda d: _with_overhead(d, "fast"),
+                      lambda d: f"median_ms of the overhead row (line {_line(d)}) is not a number "
+                                "('fast'); expected a finite number (ms)"),
+    "two overhead rows": (lambda d: _with_overhead(d, 0.1, 0.2),
+                          lambda d: f"the overhead is given 2 times (median_ms of the overhead row "
+                                    f"(line {_line(d)}), median_ms of the overhead row (line "
+                                    f"{_line(d) + 1})); expected exactly once"),
+    "two overhead rows, one bad": (lambda d: _with_overhead(d, 0.1, -1000.0),
+                                   lambda d: "the overhead is given 2 times"),
+    "median_ms text": (lambda d: _with_median(d, "fast"),
+                       lambda d: f"median_ms of layer {d['key'][3]} (line 5) is not a number "
+                                 "('fast'); expected a finite number > 0 (ms)"),
+    "median_ms empty": (lambda d: _with_median(d, NAN),
+                        lambda d: f"median_ms of layer {d['key'][3]} (line 5) is empty (NaN); "
+                                  "expected a finite number > 0 (ms)"),
+    "median_ms NaN": (lambda d: _with_median(d, "NaN"),
+                      lambda d: f"median_ms of layer {d['key'][3]} (line 5) is empty (NaN); "
+                                "expected a finite number > 0 (ms)"),
+    "median_ms inf": (lambda d: _with_median(d, INF),
+                      lambda d: f"median_ms of layer {d['key'][3]} (line 5) is inf, non-finite; "
+                                "expected a finite number > 0 (ms)"),
+    "median_ms zero": (lambda d: _with_median(d, 0.0),
+                       lambda d: f"median_ms of layer {d['key'][3]} (line 5) is 0, non-positive; "
+                                 "expected a finite number > 0 (ms)"),
+    "median_ms negative": (lambda d: _with_median(d, -0.5),
+                           lambda d: f"median_ms of layer {d['key'][3]} (line 5) is -0.5, "
+                                     "non-positive; expected a finite number > 0 (ms)"),
+    "median_ms text in the last row": (
+        lambda d: _with_median(d, "0.5ms", row=len(d) - 1),
+        lambda d: f"median_ms of layer {d['key'].iloc[-1]} (line {len(d) + 1}) is not a number "
+                  "('0.5ms')"),
+    "spread_ms text": (lambda d: d.assign(spread_ms=["wide"] + [0.01] * (len(d) - 1)),
+                       lambda d: f"spread_ms of layer {d['key'][0]} (line 2) is not a number "
+                                 "('wide'); expected a number >= 0 (ms) or empty"),
+    "count text": (lambda d: d.assign(count=[20] * (len(d) - 1) + ["many"]),
+                   lambda d: f"count of layer {d['key'].iloc[-1]} (line {len(d) + 1}) is not a "
+                             "number ('many')"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_CSV))
+def test_a_hostile_csv_table_is_refused_naming_file_field_and_range(filled, tmp_path, case):
+    _, listed = filled
+    make, message = HOSTILE_CSV[case]
+    source = _csv(tmp_path, make(listed))
+    with pytest.raises(OFAError) as err:
+        _register(tmp_path, source)
+    text = str(err.value)
+    assert text.startswith(f"devices.ext.table: {source}: ") and "\n" not in text, text
+    assert message(listed) in text, text
+    assert not (tmp_path / "lat").exists()          # nothing written
+
+
+@pytest.mark.parametrize("overhead", [None, 0.0, 0.05, 5.0, -0.001, -1.5])
+def test_a_valid_csv_table_still_imports_and_predicts(filled, tmp_path, overhead):
+    space, listed = filled
+    table = listed if overhead is None else _with_overhead(listed, overhead)
+    params, path = _register(tmp_path, _csv(tmp_path, table))
+    df, meta = read_table(path, space=space)
+    assert meta["overhead_ms"] == (overhead or 0.0) and (df["median_ms"] == 0.5).all()
+    cfg = space.max_config()
+    model = LatencyModel.load(path, space)
+    assert model.predict([cfg])[0] == pytest.approx(5.0 + (overhead or 0.0))
+
+
+def _parquet(path, df, meta: dict | bytes | None):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tbl = pa.Table.from_pandas(df, preserve_index=False)
+    if meta is not None:
+        raw = meta if isinstance(meta, bytes) else json.dumps(meta).encode()
+        tbl = tbl.replace_schema_metadata({**(tbl.schema.metadata or {}), b"ofa": raw})
+    pq.write_table(tbl, path)
+    return path
+
+
+def _source_meta(space, **terms):
+    return {"format": "ofa-latency/1", "space": space.fingerprint(), "overhead_ms": 0.1,
+            "scales": {"stem+head": 1.0, "blocks-o16": 1.2, "blocks-o24": 0.9},
+            "input_ms_per_m": -0.2} | terms
+
+
+SCALE = "expected a finite number in [0.5, 3] (a fitted scale)"
+HOSTILE_PARQUET = {   # name: (meta terms, extra rows, message)
+    "overhead_ms -1000": ({"overhead_ms": -1000.0}, None,
+                          f"overhead_ms in the metadata is -1000; {BOUND}"),
+    "overhead_ms -1.6": ({"overhead_ms": -1.6}, None,
+                         f"overhead_ms in the metadata is -1.6; {BOUND}"),
+    "overhead_ms NaN": ({"overhead_ms": NAN}, None, f"overhead_ms in the metadata is nan; {BOUND}"),
+    "overhead_ms inf": ({"overhead_ms": INF}, None, f"overhead_ms in the metadata is inf; {BOUND}"),
+    "overhead_ms huge": ({"overhead_ms": 1e9}, None,
+                         f"overhead_ms in the metadata is 1e+09; {BOUND}"),
+    "overhead_ms text": ({"overhead_ms": "0.1"}, None,
+                         f"overhead_ms in the metadata is '0.1'; {BOUND}"),
+    "overhead_ms null": ({"overhead_ms": None}, None,
+                         f"overhead_ms in the metadata is None; {BOUND}"),
+    "overhead as a row and in the metadata": (
+        {}, 0.2, "the overhead is given 2 times (median_ms of the overhead row (row {n}), "
+                 "overhead_ms in the metadata); expected exactly once"),
+    "scale NaN": ({"scales": {"stem+head": 1.0, "blocks-o16": NAN}}, None,
+                  f"scales['blocks-o16'] is nan; {SCALE}"),
+    "scale zero": ({"scales": {"stem+head": 1.0, "blocks-o16": 0.0}}, None,
+                   f"scales['blocks-o16'] is 0; {SCALE}"),
+    "scale negative": ({"scales": {"stem+head": -1.0}}, None,
+                       f"scales['stem+head'] is -1; {SCALE}"),
+    "scale inf": ({"scales": {"blocks-o24": INF}}, None, f"scales['blocks-o24'] is inf; {SCALE}"),
+    "scale 10": ({"scales": {"blocks-o24": 10.0}}, None, f"scales['blocks-o24'] is 10; {SCALE}"),
+    "scale text": ({"scales": {"blocks-o24": "1.2"}}, None,
+                   f"scales['blocks-o24'] is '1.2'; {SCALE}"),
+    "scales not a mapping": ({"scales": [1.0, 1.2]}, None,
+                             "scales is [1.0, 1.2]; expected a mapping"),
+    "input term NaN": ({"input_ms_per_m": NAN}, None,
+                       "input_ms_per_m is nan; expected a finite number in [-1000, 1000] ms per "
+                       "million input values"),
+    "input term inf": ({"input_ms_per_m": -INF}, None, "input_ms_per_m is -inf; expected a finite"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_PARQUET))
+def test_a_hostile_parquet_table_is_refused_naming_file_field_and_range(filled, tmp_path, case):
+    space, listed = filled
+    terms, row, message = HOSTILE_PARQUET[case]
+    table = listed if row is None else _with_overhead(listed, row).astype({"median_ms": float})
+    source = _parquet(tmp_path / "table.parquet", table, _source_meta(space, **terms))
+    with pytest.raises(OFAError) as err:
+        _register(tmp_path, source)
+    text = str(err.value)
+    assert text.startswith(f"devices.ext.table: {source}: ") and "\n" not in text, text
+    assert message.format(n=len(listed) + 1) in text, text
+    assert not (tmp_path / "lat").exists()
+
+
+def test_a_repeated_metadata_key_and_a_nan_timing_in_parquet_are_refused(filled, tmp_path):
+    space, listed = filled
+    meta = json.dumps(_source_meta(space))[:-1] + ', "overhead_ms": 0.2}'
+    source = _parquet(tmp_path / "twice.parquet", listed, meta.encode())
+    with pytest.raises(OFAError, match=r"twice\.parquet: its metadata gives overhead_ms twice; "
+                                       "expected exactly once"):
+        _register(tmp_path, source)
+    source = _parquet(tmp_path / "nan.parquet", _with_median(listed, NAN).astype(
+        {"median_ms": float}), _source_meta(space))
+    with pytest.raises(OFAError, match=rf"nan\.parquet: median_ms of layer {listed['key'][3]} "
+                                       r"\(row 4\) is empty \(NaN\)"):
+        _register(tmp_path, source)
+
+
+def test_a_valid_parquet_table_still_imports(filled, tmp_path):
+    space, listed = filled
+    source = _parquet(tmp_path / "good.parquet", listed, _source_meta(space, overhead_ms=0.25))
+    _, path = _register(tmp_path, source)
+    df, meta = read_table(path, space=space)
+    assert meta["overhead_ms"] == 0.25 and meta["source_meta"]["scales"]["blocks-o16"] == 1.2
+    bare = _parquet(tmp_path / "bare.parquet", listed, None)   # no metadata: overhead 0
+    assert read_table(_register(tmp_path, bare)[1])[1]["overhead_ms"] == 0.0
+
+
+def _tamper(path, drop=(), add_row: bool = False, raw: bytes | None = None, **terms):
+    """Rewrite a table written here with other metadata terms (or rows), as a hand edit would."""
+    import pyarrow.parquet as pq
+
+    tbl = pq.read_table(path)
+    meta = json.loads(tbl.schema.metadata[b"ofa"])
+    meta = {k: v for k, v in meta.items() if k not in drop} | terms
+    df = tbl.to_pandas()
+    if add_row:
+        df = pd.concat([df, df.iloc[[0]].assign(key="overhead", median_ms=0.1)], ignore_index=True)
+    return _parquet(path, df, raw if raw is not None else meta)
+
+
+HOSTILE_OWN = {   # metadata terms of a table written here: (tamper arguments, message)
+    "overhead_ms -1000": ({"overhead_ms": -1000.0}, f"overhead_ms is -1000; {BOUND}"),
+    "overhead_ms -1.6": ({"overhead_ms": -1.6}, f"overhead_ms is -1.6; {BOUND}"),
+    "overhead_ms NaN": ({"overhead_ms": NAN}, f"overhead_ms is nan; {BOUND}"),
+    "overhead_ms inf": ({"overhead_ms": INF}, f"overhead_ms is inf; {BOUND}"),
+    "overhead_ms huge": ({"overhead_ms": 1e9}, f"overhead_ms is 1e+09; {BOUND}"),
+    "overhead_ms missing": ({"drop": ["overhead_ms"]},
+                            "its metadata lacks overhead_ms; expected it exactly once"),
+    "overhead as a row too": ({"add_row": True},
+                              "has a row keyed 'overhead' (row 67); expected the overhead exactly "
+                              "once, as overhead_ms in its metadata"),
+    "scale NaN": ({"scales": {"stem+head": 1.0, "blocks-o16": NAN}},
+                  f"scales['blocks-o16'] is nan; {SCALE}"),
+    "scale zero": ({"scales": {"stem+head": 0.0}}, f"scales['stem+head'] is 0; {SCALE}"),
+    "scale negative": ({"scales": {"blocks-o24": -1.2}}, f"scales['blocks-o24'] is -1.2; {SCALE}"),
+    "scale inf": ({"scales": {"blocks-o24": INF}}, f"scales['blocks-o24'] is inf; {SCALE}"),
+    "input term NaN": ({"input_ms_per_m": NAN}, "input_ms_per_m is nan; expected a finite number "
+                                                "in [-1000, 1000]"),
+    "overhead_ms twice": ({"raw": b'{"format": "ofa-latency/1", "overhead_ms": 0.1, '
+                                  b'"overhead_ms": 0.2}'},
+                          "its metadata gives overhead_ms twice; expected exactly once"),
+}
+
+
+@pytest.fixture()
+def own_table(filled, tmp_path):
+    """A valid table written here (imported from the filled layer list, overhead 0.1)."""
+    _, listed = filled
+    params, path = _register(tmp_path, _csv(tmp_path, _with_overhead(listed, 0.1)))
+    return params, path
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_OWN))
+def test_a_hand_edited_table_is_refused_where_it_is_read(filled, own_table, case):
+    space, _ = filled
+    params, path = own_table
+    kwargs, message = HOSTILE_OWN[case]
+    _tamper(path, **kwargs)
+    for read in (lambda: LatencyModel.load(path, space), lambda: read_table(path, space=space)):
+        with pytest.raises(OFAError) as err:
+            read()
+        text = str(err.value)
+        assert text.startswith(f"latency table {path}") and "\n" not in text, text
+        assert message in text, text
+
+
+def test_without_the_space_the_overhead_is_capped_at_the_timing_cap(filled, own_table):
+    space, _ = filled
+    _, path = own_table
+    _tamper(path, overhead_ms=1e9)
+    with pytest.raises(OFAError, match=r"overhead_ms is 1e\+09; expected a finite number in "
+                                       r"\[-1e\+06, 1e\+06\] ms \(within the cap on any timing"):
+        read_table(path)
+    _tamper(path, overhead_ms=9.0)    # above the largest subnet (5 ms), below the cap
+    assert read_table(path)[1]["overhead_ms"] == 9.0
+    with pytest.raises(OFAError, match=r"overhead_ms is 9; expected a finite number in \[-1.5, 5\]"):
+        read_table(path, space=space)
+
+
+@pytest.mark.parametrize("case", ["overhead_ms -1000", "overhead_ms NaN", "scale zero",
+                                  "overhead as a row too"])
+def test_the_latency_gate_refuses_a_hand_edited_table(filled, own_table, tmp_path, case):
+    pytest.importorskip("great_expectations")
+    from ofa.validation import gate
+
+    params, path = own_table
+    kwargs, message = HOSTILE_OWN[case]
+    _tamper(path, **kwargs)
+    with pytest.raises(OFAError, match=re.escape(message)):
+        gate(params, "latency", "ext", out_dir=tmp_path / "gx")
+
+
+def test_the_latency_gate_passes_a_valid_table_and_records_its_terms(own_table, tmp_path):
+    pytest.importorskip("great_expectations")
+    from ofa.validation import gate
+
+    params, path = own_table
+    _tamper(path, scales={"stem+head": 1.0, "blocks-o16": 1.2}, input_ms_per_m=-0.3)
+    res = gate(params, "latency", "ext", out_dir=tmp_path / "gx")
+    assert res["success"]
+    checked = {r["kwargs"].get("column") for r in res["results"]}
+    assert {"overhead_ms", "overhead_given", "scales[blocks-o16]", "input_ms_per_m"} <= checked
+    bound = next(r["kwargs"]["max_value"] for r in res["results"]
+                 if r["kwargs"].get("column") == "overhead_ms" and "max_value" in r["kwargs"])
+    assert bound == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("case,make", [
+    ("median_ms text", lambda d: _with_median(d, "fast")),
+    ("overhead -1000", lambda d: _with_overhead(d, -1000.0)),
+    ("two overhead rows", lambda d: _with_overhead(d, 0.1, 0.2)),
+])
+def test_the_cli_refuses_a_hostile_table_with_one_error_line(filled, tmp_path, case, make):
+    """`ofa-cli latency` on a registered table: exit 2 and `error: <one line>` (before this
+    contract, text in median_ms ended as `error: unexpected ValueError`, exit 1)."""
+    from tests.cli_support import cli
+
+    _, listed = filled
+    source = _csv(tmp_path, make(listed))
+    _params(tmp_path, {"ext": {**EXT, "table": str(source)}})
+    proc = cli(["latency", "--device", "ext"], tmp_path, timeout=180)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: devices.ext.table: {source}: "), lines[0]
+    assert HOSTILE_CSV[case][1](listed) in lines[0]
+    assert "unexpected" not in lines[0] and not (tmp_path / "lat").exists()
+
+
+def test_a_fitted_negative_overhead_is_kept_and_passes_the_contract(filled):
+    """Layers timed alone can over-price every network by a constant: the fits keep the
+    negative overhead that says so (no constraint moves the other terms), and the contract
+    accepts it down to minus half the smallest subnet's layer sum."""
+    from ofa.contracts import check_overhead
+    from ofa.latency.table_io import overhead_bounds
+
+    rng = np.random.default_rng(2)
+    groups = rng.uniform(0.2, 1.0, (24, 4))
+    fixed = rng.uniform(0.1, 0.2, 24)
+    coef, overhead = fit_stage_calibration(groups, fixed,
+                                           groups @ np.array([0.9, 1.2, 0.9, 1.8]) + fixed - 0.05)
+    assert coef == pytest.approx([0.9, 1.2, 0.9, 1.8], abs=1e-6)
+    assert overhead == pytest.approx(-0.05, abs=1e-6)
+    sums = np.linspace(1.0, 3.0, 6)
+    assert fit_calibration(sums, 1.3 * sums - 0.2) == pytest.approx((1.3, 0.0, -0.2))
+    space, listed = filled
+    bounds = overhead_bounds(space, dict(zip(listed["key"], listed["median_ms"])))
+    assert bounds == pytest.approx((-1.5, 5.0))
+    assert check_overhead(-0.2, "t", bounds=bounds) == -0.2
+
+
+def test_the_largest_layer_sum_is_the_costliest_subnet(filled):
+    from ofa.latency.table_io import largest_layer_sum
+
+    space, listed = filled
+    entries = dict(zip(listed["key"], listed["median_ms"]))
+    assert largest_layer_sum(space, entries) == pytest.approx(
+        0.5 * len(subnet_layers(space, space.max_config())))
+    rng = np.random.default_rng(0)
+    entries = {k: float(v) for k, v in zip(listed["key"], rng.uniform(0.1, 1.0, len(listed)))}
+    model = LatencyModel(space, entries)
+    cfgs = [space.sample(random.Random(i)) for i in range(300)] + [space.max_config()]
+    assert largest_layer_sum(space, entries) >= model.predict(cfgs).max() - 1e-9
+    assert largest_layer_sum(space, {}) is None

@@ -132,3 +132,56 @@ def test_the_data_gate_writes_the_manifest_only_when_it_passes(params, tmp_path,
     with pytest.raises(OFAError, match="raw_data"):
         gate(small, "data", out_dir=tmp_path, manifest=again)
     assert not again.exists()
+
+
+GOOD_META = {"overhead_ms": 0.1, "scales": {"stem+head": 1.0, "blocks-o16": 1.2},
+             "input_ms_per_m": -0.2}
+NAN, INF = float("nan"), float("inf")
+
+
+def test_a_latency_tables_terms_pass_the_gate_and_are_recorded(tmp_path):
+    res = validate_latency_table(_lat(), ["stem", "block", "head"], "dev", tmp_path, GOOD_META,
+                                 overhead_bounds_ms=(-0.1, 0.65))
+    assert res["success"]
+    by_column = {(r["kwargs"].get("column"), r["expectation"]): r for r in res["results"]}
+    between = by_column[("overhead_ms", "expect_column_values_to_be_between")]["kwargs"]
+    assert between["min_value"] == -0.1 and between["max_value"] == 0.65
+    assert ("scales[blocks-o16]", "expect_column_values_to_be_between") in by_column
+    assert ("input_ms_per_m", "expect_column_values_to_be_between") in by_column
+    assert ("overhead_given", "expect_column_values_to_be_in_set") in by_column
+    negative = GOOD_META | {"overhead_ms": -0.05}   # a fit's negative overhead, within bounds
+    assert validate_latency_table(_lat(), ["stem", "block", "head"], "dev", tmp_path, negative,
+                                  overhead_bounds_ms=(-0.1, 0.65))["success"]
+
+
+@pytest.mark.parametrize("meta,table,needle", [
+    ({"overhead_ms": -1000.0}, None, r"expect_column_values_to_be_between \{'column': "
+                                     r"'overhead_ms', .*'min_value': -0\.1"),
+    ({"overhead_ms": -0.11}, None, "between.*'overhead_ms'"),
+    ({"overhead_ms": NAN}, None, r"expect_column_values_to_not_be_null \{'column': 'overhead_ms'"),
+    ({"overhead_ms": "fast"}, None, "not_be_null.*'overhead_ms'"),
+    ({"overhead_ms": INF}, None, "between.*'overhead_ms'.*'max_value': 0.65"),
+    ({"overhead_ms": 1e9}, None, "between.*'overhead_ms'.*'max_value': 0.65"),
+    ({"overhead_ms": 0.7}, None, "between.*'overhead_ms'.*'max_value': 0.65"),
+    ({}, _lat(key=["stem", "block", "overhead"]),                  # a row and the metadata
+     r"expect_column_values_to_be_in_set \{'column': 'overhead_given'.*'value_set': \[1\]"),
+    ({"scales": {"blocks-o16": NAN}}, None, r"not_be_null \{'column': 'scales\[blocks-o16\]'"),
+    ({"scales": {"blocks-o16": 0.0}}, None, r"between \{'column': 'scales\[blocks-o16\]', "
+                                            r".*'min_value': 0\.5.*'max_value': 3\.0"),
+    ({"scales": {"blocks-o16": -1.0}}, None, r"between \{'column': 'scales\[blocks-o16\]'"),
+    ({"scales": {"blocks-o16": INF}}, None, r"between \{'column': 'scales\[blocks-o16\]'"),
+    ({"input_ms_per_m": NAN}, None, r"not_be_null \{'column': 'input_ms_per_m'"),
+    ({"input_ms_per_m": -1e4}, None, r"between \{'column': 'input_ms_per_m'.*-1000"),
+    ({}, _lat(median_ms=["0.1", "fast", "0.05"]), r"not_be_null \{'column': 'median_ms'"),
+    ({}, _lat(median_ms=[0.1, NAN, 0.05]), r"not_be_null \{'column': 'median_ms'"),
+    ({}, _lat(median_ms=[0.1, INF, 0.05]), r"between \{'column': 'median_ms'"),
+    ({}, _lat(median_ms=[0.1, 0.0, 0.05]), r"between \{'column': 'median_ms'"),
+    ({}, _lat(median_ms=[0.1, -0.5, 0.05]), r"between \{'column': 'median_ms'"),
+])
+def test_a_hostile_latency_table_is_stopped_by_the_gate(tmp_path, meta, table, needle):
+    with pytest.raises(OFAError, match=rf"validation gate 'latency_dev' failed: .*{needle}"):
+        validate_latency_table(_lat() if table is None else table,
+                               ["stem", "block", "head"] if table is None or "overhead" not in
+                               set(table["key"]) else ["stem", "block"], "dev", tmp_path,
+                               GOOD_META | meta, overhead_bounds_ms=(-0.1, 0.65))
+    assert not json.loads((tmp_path / "latency_dev.json").read_text())["success"]

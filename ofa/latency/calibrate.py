@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ofa.contracts import SCALE_RANGE
 from ofa.latency.layers import LayerSpec
 
 
@@ -23,7 +24,7 @@ def input_values(spec: LayerSpec) -> float:
 
 MIN_SUBNETS_FOR_INPUT_TERM = 8   # three terms fitted on fewer subnets would chase noise
 MIN_SUBNETS_PER_TERM = 3         # the per-stage fit needs this many subnets per fitted term
-STAGE_SCALE_RANGE = (0.5, 3.0)   # a stage scale outside it means the fit chased noise
+STAGE_SCALE_RANGE = SCALE_RANGE  # (0.5, 3): a scale outside it means the fit chased noise
 FIXED_GROUP = "stem+head"
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from ofa.encoding import GeneLayout, to_genes
 from ofa.errors import OFAError
 from ofa.latency.layers import LayerSpec, head_layer, layer_cost, slot_layer, stem_layer
-from ofa.latency.table import check_space, read_table
+from ofa.latency.table_io import read_table
 from ofa.space import SearchSpace, SubnetConfig
 
 
@@ -54,8 +54,7 @@ class LatencyModel:
     @classmethod
     def load(cls, path: Path, space: SearchSpace) -> "LatencyModel":
         """The model of a table file; refuses missing/corrupt files and other search spaces."""
-        df, meta = read_table(path)
-        check_space(meta, space, f"latency table {path}")
+        df, meta = read_table(path, space=space)
         model = cls(space, dict(zip(df["key"].astype(str), df["median_ms"].astype(float))),
                     float(meta.get("overhead_ms", 0.0)))
         model.meta = meta
