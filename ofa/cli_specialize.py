@@ -91,7 +91,7 @@ def export(ctx: typer.Context, device: str = typer.Option(..., help="device from
            checkpoint: Optional[Path] = typer.Option(None, help="supernet (default: last phase)")) -> None:
     """Write the searched subnets as safetensors, TorchScript and ONNX, verified and timed."""
     params = load(ctx, device=device)
-    from ofa.specialize import run_export
+    from ofa.export_device import run_export
 
     typer.echo(f"wrote {run_export(params, device, _checkpoint(params, checkpoint))}")
 

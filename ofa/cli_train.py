@@ -31,31 +31,39 @@ def train(ctx: typer.Context,
 
 @app.command("train-scratch")
 def train_scratch(ctx: typer.Context,
-                  config: str = typer.Option(..., help="the subnet to train alone (string or JSON)"),
+                  config: Optional[str] = typer.Option(None, help="the subnet to train alone "
+                                                       "(string or JSON)"),
+                  device: Optional[str] = typer.Option(None, help="instead of --config: each "
+                                                       "subnet this device's export shipped"),
                   distill: bool = typer.Option(False, help="distil from the teacher phase's "
                                                "checkpoint, as the shrinking phases do"),
                   progress: bool = typer.Option(True, help="show a progress bar")) -> None:
     """Train one subnet from random initialisation with the teacher phase's recipe at its own
     resolution (the from-scratch baseline); resumes a killed run."""
-    params = load(ctx, configs=[config])
+    if (config is None) == (device is None):
+        raise OFAError("train-scratch needs exactly one of --config and --device")
+    params = load(ctx, device=device, configs=[config] if config is not None else [])
     from ofa.launch import WorkersFailed, in_world, run_phase
+    from ofa.report_inputs import shipped_configs
     from ofa.scratch import with_scratch_phase, write_scratch_report
     from ofa.space import SearchSpace, SubnetConfig
 
-    cfg = SearchSpace(params.space).validate(SubnetConfig.parse(config))
-    params, name = with_scratch_phase(params, cfg, distill)
-    command = ["train-scratch", "--config", str(cfg), "--distill" if distill else "--no-distill"]
-    try:
-        run_phase(params, ctx.obj.params, ctx.obj.preset, name, progress, command)
-    except WorkersFailed as exc:  # the worker has printed its one error line
-        raise typer.Exit(exc.code) from None
-    if in_world():  # a worker: the process that started the workers evaluates
-        return
-    summary = write_scratch_report(params, name)
-    typer.echo(f"{name}: test top-1 {100 * summary['test_acc']:.2f}% (validation "
-               f"{100 * summary['val_acc']:.2f}%), {summary['train_seconds']:.0f} s, "
-               f"{summary['images_seen']} images; wrote {summary['checkpoint']} and "
-               f"{summary['path']}")
+    space = SearchSpace(params.space)
+    texts = [config] if config is not None else shipped_configs(paths.export_record(params, device))
+    for cfg in [space.validate(SubnetConfig.parse(t)) for t in texts]:   # all checked first
+        run_params, name = with_scratch_phase(params, cfg, distill)
+        command = ["train-scratch", "--config", str(cfg), "--distill" if distill else "--no-distill"]
+        try:
+            run_phase(run_params, ctx.obj.params, ctx.obj.preset, name, progress, command)
+        except WorkersFailed as exc:  # the worker has printed its one error line
+            raise typer.Exit(exc.code) from None
+        if in_world():  # a worker: the process that started the workers evaluates
+            return
+        summary = write_scratch_report(run_params, name)
+        typer.echo(f"{name}: test top-1 {100 * summary['test_acc']:.2f}% (validation "
+                   f"{100 * summary['val_acc']:.2f}%), {summary['train_seconds']:.0f} s, "
+                   f"{summary['images_seen']} images; wrote {summary['checkpoint']} and "
+                   f"{summary['path']}")
 
 
 @app.command()

@@ -19,7 +19,8 @@ import yaml
 
 from ofa.config_space import Activation, ConvSpec, SpaceConfig, StageSpec  # noqa: F401
 from ofa.config_specialize import (ConstraintsConfig, DeviceConfig, LatencyConfig,
-                                   OrchestrationConfig, PredictorConfig, SearchConfig)
+                                   OrchestrationConfig, PredictorConfig, SearchConfig,
+                                   VerifyConfig)
 from ofa.errors import (SAFE_NAME, SAFE_NAME_RULE, OFAError, Range, bounded, optional, require,
                         safe_name)
 
@@ -123,6 +124,7 @@ class Params:
     predictor: PredictorConfig = PredictorConfig()
     latency: LatencyConfig = LatencyConfig()
     search: SearchConfig = SearchConfig()
+    verify: VerifyConfig = optional(VerifyConfig())
     devices: dict[str, DeviceConfig] = field(default_factory=dict)
     constraints: dict[str, ConstraintsConfig] = field(default_factory=dict)
     orchestration: OrchestrationConfig = OrchestrationConfig()

@@ -137,6 +137,26 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class VerifyConfig:
+    """Final selection by measurement (ofa/verify.py): each constraint's best candidates are
+    timed on the device and evaluated on the validation split before one ships."""
+
+    candidates: int = 4           # K best distinct candidates measured per constraint
+    over_margin: float = bounded("[0, 1]", 0.1)  # also candidates predicted up to this share over a latency limit
+    tighten_rounds: int = 2       # searches again with the limit tightened, at most this often
+    reference_subnets: int = 4    # the table's first calibration subnets, timed in the same rounds
+    rounds: int = 15              # interleaved timing rounds (more for fast subnets: latency.min_seconds)
+    val_images: int = 0           # validation images per candidate (0 = the whole split)
+
+    def __post_init__(self) -> None:
+        require(self.candidates >= 1, "verify.candidates", "must be at least 1")
+        require(self.tighten_rounds >= 1, "verify.tighten_rounds", "must be at least 1")
+        require(self.reference_subnets >= 1, "verify.reference_subnets", "must be at least 1")
+        require(self.rounds >= 3, "verify.rounds", "must be at least 3")
+        require(self.val_images >= 0, "verify.val_images", "must be >= 0 (0 = all)")
+
+
+@dataclass(frozen=True)
 class OrchestrationConfig:
     """Prefect deployments and the Dask cluster that fans evaluation out."""
 

@@ -49,12 +49,12 @@ OverheadBounds = tuple[float, float]   # (lowest, highest) overhead in ms for on
 
 def overhead_range(bounds: OverheadBounds | None = None) -> tuple[float, float, str]:
     """(lowest, highest, what they are) for a table's overhead in ms. With the table's
-    `bounds` (ofa.latency.table_io.overhead_bounds): from minus half the smallest subnet's
-    layer sum to the largest subnet's; without: the cap on any timing either way."""
+    `bounds` (ofa.latency.table_io.overhead_bounds): from minus 95% of the smallest
+    subnet's layer sum to the largest subnet's; without: the cap on any timing either way."""
     if bounds is not None and all(math.isfinite(b) for b in bounds) \
             and -MAX_TIMING_MS < bounds[0] <= 0.0 <= bounds[1] < MAX_TIMING_MS:
         return (float(bounds[0]), float(bounds[1]),
-                "from minus half the smallest subnet's layer sum to the largest subnet's")
+                "from minus 95% of the smallest subnet's layer sum to the largest subnet's")
     return -MAX_TIMING_MS, MAX_TIMING_MS, "within the cap on any timing"
 
 
@@ -62,7 +62,8 @@ def check_overhead(value, what: str, field: str = "overhead_ms",
                    bounds: OverheadBounds | None = None) -> float:
     """The per-network overhead as a float, or one OFAError naming `what`, the field and the
     range. The fits may put it below 0 (the layers timed alone over-price every network by a
-    constant), but never by half the smallest subnet (that would price it near 0 ms); above
+    constant; in ONNX Runtime by half the smallest subnet's sum), never by all of it (that
+    would price the smallest subnet at 0 ms); above
     all the layers of the largest subnet together it is a unit mix-up or a total typed in."""
     lo, hi, bound = overhead_range(bounds)
     v = _number(value)
@@ -145,10 +146,9 @@ class LatencyTable(pa.DataFrameModel):
         coerce = True
 
 
-class SearchResults(pa.DataFrameModel):
-    """One chosen subnet per constraint of one device."""
+class Candidate(pa.DataFrameModel):
+    """One subnet as the search records it, under one constraint."""
 
-    constraint: Series[str] = pa.Field(unique=True)
     name: Series[str] = pa.Field(isin=["latency_ms", "flops_m"])
     limit: Series[float] = pa.Field(gt=0.0)
     config: Series[str] = pa.Field(str_matches=CONFIG_PATTERN)
@@ -162,11 +162,45 @@ class SearchResults(pa.DataFrameModel):
         coerce = True
 
 
+class SearchResults(Candidate):
+    """One chosen subnet per constraint of one device."""
+
+    constraint: Series[str] = pa.Field(unique=True)
+
+
 class ParetoRows(SearchResults):
     """Search results plus what export measured on the device."""
 
     test_acc: Series[float] = pa.Field(ge=0.0, le=1.0)
-    measured_latency_ms: Series[float] = pa.Field(gt=0.0)
+    measured_latency_ms: Series[float] = pa.Field(gt=0.0)   # the raw median (ofa/verify.py)
+    verified_latency_ms: Series[float] = pa.Field(gt=0.0)   # at the latency table's speed
+    p90_latency_ms: Series[float] = pa.Field(gt=0.0)
+    val_acc: Series[float] = pa.Field(ge=0.0, le=1.0)
+    regret: Series[float] = pa.Field(ge=-1.0, le=1.0)
+    first_choice_test_acc: Series[float] = pa.Field(ge=0.0, le=1.0)
+
+
+class VerificationRows(Candidate):
+    """Every candidate verified specialization measured on a device (ofa/verify.py): what the
+    search predicted, what the device and the validation split measured, and the verdict."""
+
+    constraint: Series[str]
+    search_limit: Series[float] = pa.Field(gt=0.0)
+    round: Series[int] = pa.Field(ge=0)
+    raw_latency_ms: Series[float] = pa.Field(gt=0.0)
+    p90_latency_ms: Series[float] = pa.Field(gt=0.0)
+    verified_latency_ms: Series[float] = pa.Field(gt=0.0)
+    drift: Series[float] = pa.Field(gt=0.0)
+    val_acc: Series[float] = pa.Field(ge=0.0, le=1.0)
+    meets_limit: Series[bool]
+    verdict: Series[str] = pa.Field(isin=["shipped", "over the limit",
+                                          "less accurate than the shipped one"])
+
+    @pa.dataframe_check(name="finite timings")
+    def _finite(cls, df: pd.DataFrame) -> Series[bool]:  # noqa: N805 - pandera's signature
+        cols = ["limit", "search_limit", "predicted_latency_ms", "raw_latency_ms",
+                "p90_latency_ms", "verified_latency_ms", "drift"]
+        return df[cols].abs().lt(float("inf")).all(axis=1)
 
 
 def validate(df: pd.DataFrame, model: type[pa.DataFrameModel], what: str) -> pd.DataFrame:

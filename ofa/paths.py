@@ -45,9 +45,15 @@ def training_curves(params: Params) -> Path:
     return Path(params.train.report_dir) / "curves.png"
 
 
+def scratch_dir(params: Params) -> Path:
+    """The from-scratch runs' reports, beside reports/train (kept in git: the main report reads
+    them, and they come from runs outside the pipeline)."""
+    return Path(params.train.report_dir).parent / "scratch"
+
+
 def scratch_report(params: Params, name: str) -> Path:
-    """A from-scratch run's test top-1 and cost (`ofa-cli train-scratch`), beside reports/train."""
-    return inside(Path(params.train.report_dir).parent / "scratch", "scratch run", name, ".json")
+    """A from-scratch run's test top-1 and cost (`ofa-cli train-scratch`)."""
+    return inside(scratch_dir(params), "scratch run", name, ".json")
 
 
 def train_report(params: Params, phase: str) -> Path:

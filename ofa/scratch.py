@@ -59,3 +59,4 @@ def write_scratch_report(params: Params, name: str) -> dict:
     out = paths.scratch_report(params, name)
     atomic_write_text(out, json.dumps(summary, indent=2))
     return summary | {"path": str(out)}
+

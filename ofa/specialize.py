@@ -1,4 +1,5 @@
-"""Specialize for one device: search under its constraints, export the chosen subnets, report.
+"""Specialize for one device: search under its constraints (with the candidates that export
+verifies, ofa/export_device.py), and the report over every device.
 
 The steps here wire the pieces together (predictor, latency table, evolution, export); each
 is one function of params and paths that the CLI, the DVC stages and the Prefect flows call.
@@ -7,30 +8,27 @@ is one function of params and paths that the CLI, the DVC stages and the Prefect
 from __future__ import annotations
 
 import json
-import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ofa import paths
-from ofa.checkpoint import atomic_write_text, publish_dir, staging_dir
+from ofa.checkpoint import atomic_write_text
 from ofa.config import Params
-from ofa.contracts import ParetoRows, SearchResults, validate_records
-from ofa.data import load_dataset
+from ofa.contracts import SearchResults, validate_records
 from ofa.encoding import GeneLayout, from_genes, to_genes
 from ofa.errors import OFAError
-from ofa.evaluate import EvalSettings
-from ofa.export import build_static, constraint_dirname, export_choice
-from ofa.latency import LatencyModel, device_rank_agreement, end_to_end_ms, speed_drift
+from ofa.latency import LatencyModel, device_rank_agreement
 from ofa.latency.measure import torch_threads
-from ofa.predictor import load_predictor, read_dataset
 from ofa.metrics import headline_text
-from ofa.report import NO_EXPORTS, load_device_report, read_evaluation, write_report
-from ofa.search.evolution import Constraint, evolve, feasible
+from ofa.predictor import load_predictor, read_dataset
+from ofa.report import load_device_report, write_report
+from ofa.report_inputs import (NO_EXPORTS, read_evaluation, read_scratch_runs,
+                               read_verification)
+from ofa.search.evolution import Constraint, batch_values, evolve, feasible
 from ofa.search.nsga import nsga2
-from ofa.space import SearchSpace, SubnetConfig
-from ofa.weights import load_supernet
+from ofa.space import SearchSpace
+from ofa.verify import pick_candidates
 
 SEARCH_FORMAT = "ofa-search/1"
 
@@ -101,21 +99,52 @@ def _search_all(params: Params, device: str, space: SearchSpace, layout, predict
         if pareto else []
     pool = np.stack([r.genes for r in found] + [np.asarray(g) for g, _, _ in front])
     scores = np.array([r.score for r in found] + [s for _, s, _ in front], dtype=np.float64)
+    # the candidates of verified selection also come from every evolution's final population
+    pool = np.concatenate([pool] + [r.population for r in found])
+    scores = np.concatenate([scores] + [r.population_scores for r in found])
     results = []
     for spec, c in constraints:
         ok = np.flatnonzero(feasible(pool, [c]))
         best = ok[np.argmax(scores[ok])]  # never empty: the constraint's own evolution is in
-        g = pool[best][None, :]
-        results.append({"constraint": spec, "name": c.name, "limit": c.limit,
-                        "config": str(from_genes(space, g)[0]),
-                        "predicted_acc": float(scores[best]),
-                        "predicted_latency_ms": float(model.predict_genes(g)[0]),
-                        "macs": int(model.macs_genes(g)[0]),
-                        "params": int(model.params_genes(g)[0])})
+        results.append({"constraint": spec, "name": c.name, "limit": c.limit}
+                       | candidate_row(space, model, pool[best], scores[best])
+                       | {"candidates": candidates(params, space, model, pool, scores, c)})
     rows = [{"config": str(from_genes(space, np.asarray(g)[None])[0]),
              "predicted_acc": float(score), "predicted_latency_ms": float(objs[0])}
             for g, score, objs in front]
     return results, sorted(rows, key=lambda r: r["predicted_latency_ms"])
+
+
+def candidate_row(space: SearchSpace, model, genes: np.ndarray, score: float) -> dict:
+    """One subnet as the search records it: config, predicted accuracy and latency, costs."""
+    g = np.asarray(genes)[None, :]
+    return {"config": str(from_genes(space, g)[0]), "predicted_acc": float(score),
+            "predicted_latency_ms": float(model.predict_genes(g)[0]),
+            "macs": int(model.macs_genes(g)[0]), "params": int(model.params_genes(g)[0])}
+
+
+def candidates(params: Params, space: SearchSpace, model, pool: np.ndarray,
+               scores: np.ndarray, c: Constraint) -> list[dict]:
+    """The constraint's K best distinct candidates for verified selection (ofa.verify):
+    within the limit, and for latency some the table prices up to verify.over_margin over."""
+    margin = params.verify.over_margin if c.name == "latency_ms" else 0.0
+    configs = [str(x) for x in from_genes(space, pool)]
+    idx = pick_candidates(configs, scores, batch_values(c.fn, pool, c.name), c.limit,
+                          params.verify.candidates, margin)
+    return [candidate_row(space, model, pool[i], scores[i]) for i in idx]
+
+
+def research(params: Params, space: SearchSpace, layout, predictor, model, name: str,
+             limit: float) -> list[dict]:
+    """Candidates of one evolution under a tightened limit (verified selection's next round),
+    the limit never below the smallest subnet's predicted cost: at worst the smallest subnet
+    is what gets measured next."""
+    cost = {"latency_ms": model.predict_genes, "flops_m": lambda g: model.macs_genes(g) / 1e6}
+    floor = float(cost[name](np.zeros((1, layout.width), dtype=np.int64))[0])
+    c = Constraint(name, cost[name], max(limit, floor))
+    with torch_threads(params.search.threads):
+        found = evolve(layout, predictor.predict_genes, [c], params.search)
+    return candidates(params, space, model, found.population, found.population_scores, c)
 
 
 def read_search(params: Params, device: str) -> dict:
@@ -137,58 +166,6 @@ def read_search(params: Params, device: str) -> dict:
     return record
 
 
-def baseline_configs(space: SearchSpace) -> list[tuple[str, SubnetConfig]]:
-    """Uniformly scaled subnets (same kernel/expand/depth everywhere) at every resolution."""
-    return [(name, getattr(space, f"{name}_config")(r))
-            for name in ("min", "mid", "max") for r in space.cfg.resolutions]
-
-
-def run_export(params: Params, device: str, checkpoint: Path) -> Path:
-    """Export every searched subnet for the device; time them and the baselines there."""
-
-
-    dev = params.device(device)
-    record = read_search(params, device)
-    net, _ = load_supernet(params, checkpoint)
-    space = net.space
-    data = load_dataset(params.data, params.space)
-    settings = EvalSettings.from_train(params.train)
-    in_c = space.cfg.in_channels
-
-    def measure(module, r: int) -> float:
-        return end_to_end_ms(module, dev, r, in_c, params.latency)
-
-    # The device's whole folder is staged and swapped in at the end: a failure part-way (an
-    # ONNX mismatch, a disk error) leaves the previous export as it was, never a mix.
-    folder = paths.export_dir(params, device)
-    staged = staging_dir(folder)
-    try:
-        chosen = []
-        for row in record["results"]:
-            cfg = space.validate(SubnetConfig.parse(row["config"]))
-            name = constraint_dirname(row["constraint"])
-            rec = export_choice(net, cfg, staged / name, data, settings, measure,
-                                extra={"device": device},
-                                test_images=params.train.final_eval_images,
-                                backend=params.train.eval_backend)
-            chosen.append(row | {"test_acc": rec["test_acc"], "measured_latency_ms":
-                                 rec["measured_latency_ms"], "folder": str(folder / name)})
-        baselines = [{"name": name, "config": str(cfg), "resolution": cfg.r,
-                      "measured_latency_ms": measure(build_static(space, cfg), cfg.r)}
-                     for name, cfg in baseline_configs(space)]
-        drift = speed_drift(params, device)   # right after the timings it qualifies
-
-        validate_records(chosen, ParetoRows, f"export of {device}")
-        atomic_write_text(staged / "export.json", json.dumps(
-            {"device": device, "checkpoint": str(checkpoint), "chosen": chosen,
-             "baselines": baselines, "drift": drift if math.isfinite(drift) else None},
-            indent=2))
-        publish_dir(staged, folder)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
-    return folder / "export.json"
-
-
 def run_report(params: Params, devices: list[str] | None = None,
                evaluate_json: Path = Path("reports/evaluate.json"),
                out_dir: Path = Path("reports")) -> list:
@@ -200,8 +177,10 @@ def run_report(params: Params, devices: list[str] | None = None,
     if not names:   # the step's main input first, before the evaluation it adds
         raise OFAError(NO_EXPORTS)
     evaluation = read_evaluation(evaluate_json)
+    alone = read_scratch_runs(params)
     reports = [load_device_report(paths.export_record(params, d), evaluate_json,
-                                  _sampled(params, d)) for d in names]
+                                  _sampled(params, d), alone, read_verification(params, d))
+               for d in names]
     metrics = headline_text(evaluation, reports)
     write_report(reports, out_dir, _rank_agreement(params, names),
                  also={out_dir / "metrics.json": lambda p: p.write_text(metrics)})

@@ -149,7 +149,7 @@ def validate_latency_table(df: pd.DataFrame, needed_keys: list[str], device: str
     With the table's metadata `meta`, its terms too, by the contract's ranges
     (ofa.contracts): the overhead given exactly once (in the metadata, no row keyed
     `overhead`), finite, within `overhead_bounds_ms` (ofa.contracts.overhead_range: from minus
-    half the smallest subnet's layer sum to the largest subnet's; else the cap on any
+    95% of the smallest subnet's layer sum to the largest subnet's; else the cap on any
     timing), every fitted scale in SCALE_RANGE and the input term in
     INPUT_MS_PER_M_RANGE. Each term is a constant column, so the Data Docs show its value."""
     df = df.assign(median_ms=pd.to_numeric(df["median_ms"], errors="coerce"))  # text: null

@@ -46,6 +46,8 @@ def smoke_repo(tmp_path_factory) -> Path:
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, repo / name)
     shutil.copytree(ROOT / "ofa", repo / "ofa", ignore=shutil.ignore_patterns("__pycache__"))
+    # the runs trained alone are kept in git and read by the report stage
+    shutil.copytree(ROOT / "reports" / "scratch", repo / "reports" / "scratch")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["preset"] = "smoke"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

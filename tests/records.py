@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 import shlex
 import textwrap
 from dataclasses import dataclass
@@ -39,8 +40,11 @@ def resolved_stages(root: Path = ROOT) -> dict[str, Stage]:
         for st in repo.index.stages:
             cmds = st.cmd if isinstance(st.cmd, list) else [st.cmd]
             parts = tuple(p.strip() for c in cmds for p in c.split("&&"))
+            # deps relative to the repository root (a stage of ablation/dvc.yaml says ../ofa)
+            deps = tuple(os.path.relpath(os.path.join(st.wdir, d.def_path), root)
+                         for d in st.deps if not isinstance(d, ParamsDependency))
             out[st.addressing] = Stage(
-                parts, tuple(d.def_path for d in st.deps if not isinstance(d, ParamsDependency)),
+                parts, tuple(Path(d).as_posix() for d in deps),
                 tuple(k for d in st.deps if isinstance(d, ParamsDependency) for k in d.params))
     return out
 
@@ -97,7 +101,12 @@ def command_modules(args: list[str], root: Path = ROOT) -> set[str]:
         elif not word.startswith("-"):
             command = word
             break
-    for info in app.registered_commands:
+    commands = app.registered_commands
+    for group in app.registered_groups:  # `ofa-cli ablation teacher ...`: a command of a group
+        if group.name == command:
+            command = next((w for w in words if not w.startswith("-")), None)
+            commands = group.typer_instance.registered_commands
+    for info in commands:
         name = info.name or info.callback.__name__.replace("_", "-")
         if name == command:
             fn = info.callback

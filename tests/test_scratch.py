@@ -14,7 +14,8 @@ import torch
 from ofa.checkpoint import load_checkpoint
 from ofa.config import load_params
 from ofa.space import SearchSpace
-from tests.cli_support import CLI, cli, params_dict, write_params
+from ofa.paths import export_record
+from tests.cli_support import CLI, assert_clean_error, cli, params_dict, write_params
 
 RESUME = {"data": {"subset": 512}, "train": {"processes": 1},
           "phases": {"teacher": {"epochs": 3, "images_per_epoch": 512, "warmup_epochs": 0.3}}}
@@ -47,6 +48,27 @@ def test_distillation_needs_the_teacher(tmp_path: Path):
     proc = cli(["--params", str(path), "train-scratch", "--config", _min_config(path),
                 "--distill", "--no-progress"], tmp_path)
     assert proc.returncode != 0 and "ofa-cli train --phase teacher" in proc.stderr, proc.stderr
+
+
+def test_a_devices_shipped_subnets_train_alone_in_turn(tmp_path: Path):
+    """`--device D`: every architecture D's export shipped, each with its own report; exactly
+    one of --config and --device, and a device without an export is one error line."""
+    path = write_params(tmp_path, params_dict(tmp_path, {"train": {"processes": 1}}))
+    params = load_params(path)
+    space = SearchSpace(params.space)
+    shipped = [str(space.min_config(24)), str(space.min_config(20))]
+    record = tmp_path / export_record(params, "cpu1-b1")   # relative to the project folder
+    for args, needle in (([], "exactly one of --config and --device"),
+                         (["--config", shipped[0], "--device", "cpu1-b1"], "exactly one of"),
+                         (["--device", "cpu1-b1"], "export record models/cpu1-b1/export.json does not exist")):
+        assert_clean_error(cli(["--params", str(path), "train-scratch", *args], tmp_path), needle)
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"device": "cpu1-b1", "chosen": [{"config": c} for c in shipped]}))
+    proc = cli(["--params", str(path), "train-scratch", "--device", "cpu1-b1", "--no-progress"],
+               tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for cfg in shipped:
+        assert json.loads((tmp_path / "scratch" / f"scratch-{cfg}.json").read_text())["config"] == cfg
 
 
 def _start(workdir: Path, cfg: str) -> subprocess.Popen:

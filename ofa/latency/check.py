@@ -111,8 +111,8 @@ def check_table(params: Params, device: str) -> dict:
         atomic_write_text(js, json.dumps(_json_safe(result), indent=2))
         return result
     cfgs = check_configs(space, lat.seed, lat.check_subnets, lat.calibration_subnets)
-    cal, cal_then = _calibration_record(params, model)
-    items = _subnet_items(params, device, cfgs + cal, seed=lat.seed + 1)
+    cal, cal_then = calibration_record(params, model)
+    items = subnet_items(params, device, cfgs + cal, seed=lat.seed + 1)
     best = None
     with torch_threads(dev.threads):
         runners = make_runners(items, dev)
@@ -152,7 +152,7 @@ def check_table(params: Params, device: str) -> dict:
     return result
 
 
-def _calibration_record(params: Params, model: LatencyModel) -> tuple[list[SubnetConfig],
+def calibration_record(params: Params, model: LatencyModel) -> tuple[list[SubnetConfig],
                                                                      np.ndarray]:
     """The table's calibration subnets and their timings at build time; no subnets when the
     table does not record them all (measured elsewhere, or built with another count)."""
@@ -162,7 +162,7 @@ def _calibration_record(params: Params, model: LatencyModel) -> tuple[list[Subne
     return (cal, then) if len(then) == len(cal) else ([], then)
 
 
-def _subnet_items(params: Params, device: str, cfgs: list[SubnetConfig], seed: int) -> list:
+def subnet_items(params: Params, device: str, cfgs: list[SubnetConfig], seed: int) -> list:
     """(exported subnet, input shape) pairs to time on the device (random-init weights)."""
     dev, space = params.device(device), SearchSpace(params.space)
     with torch_seed(seed):
@@ -181,11 +181,11 @@ def speed_drift(params: Params, device: str) -> float:
     (reports/RESULTS.md)."""
     dev, lat = params.device(device), params.latency
     model = LatencyModel.load(paths.latency_table(params, device), SearchSpace(params.space))
-    cal, then = _calibration_record(params, model)
+    cal, then = calibration_record(params, model)
     if dev.table is not None or not cal:
         return float("nan")
     with torch_threads(dev.threads):
-        ms = time_interleaved(make_runners(_subnet_items(params, device, cal, lat.seed), dev),
+        ms = time_interleaved(make_runners(subnet_items(params, device, cal, lat.seed), dev),
                               lat.warmup, min(lat.repeats, DRIFT_ROUNDS), seed=lat.seed + 100)
     return float(np.median(np.median(ms, axis=1) / then))
 

@@ -46,8 +46,8 @@ def largest_layer_sum(space: SearchSpace, entries: dict[str, float]) -> float | 
 
 
 def overhead_bounds(space: SearchSpace, entries: dict[str, float]) -> OverheadBounds | None:
-    """(lowest, highest) overhead in ms a table with these entries may carry: minus half
-    the smallest subnet's layer sum, and the largest subnet's layer sum (the contract's
+    """(lowest, highest) overhead in ms a table with these entries may carry: minus 95%
+    of the smallest subnet's layer sum, and the largest subnet's layer sum (the contract's
     range, ofa.contracts.check_overhead). None where an entry is missing or not a number."""
     top = largest_layer_sum(space, entries)
     try:
@@ -56,7 +56,7 @@ def overhead_bounds(space: SearchSpace, entries: dict[str, float]) -> OverheadBo
         return None
     if top is None or not np.isfinite(low):
         return None
-    return -0.5 * low, top
+    return -0.95 * low, top
 
 
 def write_table(df, meta: dict, path: Path, space: SearchSpace) -> None:

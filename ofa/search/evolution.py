@@ -47,6 +47,8 @@ class SearchResult:
     values: dict[str, float]
     history: list[float] = field(default_factory=list)
     n_scored: int = 0  # distinct subnets scored (each exactly once)
+    population: np.ndarray | None = None         # the final population (canonical genes)
+    population_scores: np.ndarray | None = None  # and its scores: verified selection's candidates
 
 
 def batch_values(fn: Batch, genes: np.ndarray, what: str) -> np.ndarray:
@@ -302,4 +304,5 @@ def evolve(layout: GeneLayout, score: Batch, constraints: Sequence[Constraint],
     best = int(np.argmax(scores))
     genes = canonical_genes(layout, pop[best][None])[0]
     values = {c.name: float(batch_values(c.fn, genes[None], c.name)[0]) for c in constraints}
-    return SearchResult(genes, float(scores[best]), values, history, len(cache))
+    return SearchResult(genes, float(scores[best]), values, history, len(cache),
+                        canonical_genes(layout, pop), scores.copy())

@@ -1,0 +1,180 @@
+"""Verified specialization (ofa/verify.py, ofa/verify_meter.py): the selection with fake
+measuring functions, the drift divided out of real timing sessions, and the bad inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from ofa.errors import OFAError
+from ofa.verify import pick_candidates, regret, select_verified
+
+TARGET = {"constraint": "latency_ms=2", "name": "latency_ms", "limit": 2.0}
+
+
+def _cand(config: str, predicted_ms: float, acc: float) -> dict:
+    return {"config": config, "predicted_acc": acc, "predicted_latency_ms": predicted_ms,
+            "macs": 5_000_000, "params": 100_000}
+
+
+def _measure(table: dict[str, tuple[float, float]], calls: list | None = None):
+    """A fake device: config -> (verified ms, validation accuracy)."""
+    def measure(configs):
+        if calls is not None:
+            calls.append(list(configs))
+        return {c: {"verified_latency_ms": table[c][0], "raw_latency_ms": table[c][0],
+                    "p90_latency_ms": table[c][0], "drift": 1.0, "val_acc": table[c][1]}
+                for c in configs}
+    return measure
+
+
+def _never(limit):
+    raise AssertionError("no second search expected")
+
+
+def test_a_candidate_predicted_under_but_measured_over_never_ships():
+    cands = [_cand("a", 1.9, 0.92), _cand("b", 1.7, 0.91), _cand("c", 2.1, 0.93)]
+    device = {"a": (2.05, 0.92), "b": (1.8, 0.90), "c": (1.98, 0.915)}
+    shipped, tried = select_verified("d", TARGET, cands, _measure(device), _never, 2)
+    assert shipped["config"] == "c"   # priced over the limit by the table, met it measured
+    verdict = {r["config"]: r["verdict"] for r in tried}
+    assert verdict == {"a": "over the limit", "b": "less accurate than the shipped one",
+                       "c": "shipped"}
+    lost = regret(shipped, tried)   # the predictor alone would have shipped `a`, over its limit
+    assert lost["first_choice"] == "a" and not lost["first_choice_met_limit"]
+    assert lost["regret"] == pytest.approx(0.915 - 0.92)
+
+
+def test_the_most_accurate_candidate_that_meets_the_limit_ships():
+    cands = [_cand("a", 1.9, 0.92), _cand("b", 1.5, 0.90)]
+    shipped, _ = select_verified("d", TARGET, cands, _measure({"a": (1.95, 0.91), "b": (1.2, 0.915)}),
+                                 _never, 2)
+    assert shipped["config"] == "b"   # measured accuracy decides, not the prediction
+
+
+def test_the_tightening_loop_is_bounded_and_fails_naming_what_was_reached():
+    device = {f"x{i}": (2.0 * 1.1 ** (3 - i), 0.9) for i in range(4)}   # each round faster
+    limits, calls = [], []
+
+    def research(limit):
+        limits.append(limit)
+        return [_cand(f"x{len(limits)}", limit, 0.9)]
+
+    with pytest.raises(OFAError) as err:
+        select_verified("cpu1-b1", TARGET, [_cand("x0", 1.9, 0.9)], _measure(device, calls),
+                        research, 2)
+    assert len(limits) == 2 and len(calls) == 3   # two tightened searches, three measurements
+    # the limit over the overshoot measured (verified / predicted): x0 was priced at 1.9 ms
+    assert limits[0] == pytest.approx(2.0 / (device["x0"][0] / 1.9))
+    assert limits[1] == pytest.approx(2.0 / (device["x1"][0] / limits[0]))
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("cpu1-b1: no subnet met latency_ms=2 (<= 2 ms)")
+    assert "the fastest candidate measured 2.2 ms" in text and "(x2)" in text
+    assert "a limit of 2.2 ms or more would have been met" in text
+    assert "nothing of cpu1-b1's previous export was changed" in text
+    # one more round would have met it: the loop stops at its bound, not at success
+    shipped, tried = select_verified("d", TARGET, [_cand("x0", 1.9, 0.9)], _measure(device),
+                                     lambda lim, n=iter(range(1, 4)): [_cand(f"x{next(n)}", lim, 0.9)], 3)
+    assert shipped["config"] == "x3" and [r["round"] for r in tried] == [0, 1, 2, 3]
+
+
+def test_a_limit_no_subnet_meets_fails_once_the_smallest_was_measured():
+    """The search limit never drops below the smallest subnet's price (ofa.specialize.research
+    clamps it), so the last rounds measure the smallest subnet; over the limit, it fails."""
+    def research(limit):   # what the clamped search returns: the smallest subnet
+        return [_cand("smallest", 1.2, 0.8)]
+
+    with pytest.raises(OFAError, match=r"no subnet met latency_ms=2 .* after 2 tightened "
+                                       r"search\(es\): the fastest candidate measured 2.5 ms at "
+                                       r"the table's speed \(smallest\)"):
+        select_verified("d", TARGET, [_cand("a", 1.9, 0.9)],
+                        _measure({"a": (3.0, 0.9), "smallest": (2.5, 0.8)}), research, 2)
+
+
+def test_a_flops_limit_is_met_by_exact_macs():
+    target = {"constraint": "flops_m=6", "name": "flops_m", "limit": 6.0}
+    cands = [_cand("a", 9.0, 0.9) | {"macs": 7_000_000}, _cand("b", 9.0, 0.8)]
+    shipped, _ = select_verified("d", target, cands, _measure({"a": (9, 0.95), "b": (9, 0.8)}),
+                                 _never, 1)
+    assert shipped["config"] == "b"
+
+
+def test_candidates_are_distinct_first_choice_first_with_some_priced_over():
+    configs = ["a", "b", "a", "c", "d", "e", "f"]
+    scores = np.array([0.90, 0.95, 0.90, 0.97, 0.80, 0.99, 0.85])
+    cost = np.array([1.9, 1.95, 1.9, 2.1, 1.0, 2.5, 1.5])
+    idx = pick_candidates(configs, scores, cost, 2.0, 4, 0.1)
+    assert [configs[i] for i in idx] == ["b", "a", "f", "c"]   # 3 within, 1 over (e: too far)
+    idx = pick_candidates(configs, scores, cost, 2.0, 5, 0.1)
+    assert [configs[i] for i in idx] == ["b", "a", "f", "d", "c"]
+    assert [configs[i] for i in pick_candidates(configs, scores, cost, 2.0, 4, 0.0)] == \
+        ["b", "a", "f", "d"]   # no margin: within the limit only
+
+
+def test_the_machines_drift_is_divided_out(monkeypatch, tmp_path):
+    """Every reference and candidate 1.2x slower than at the table's build: the verified
+    latency is the candidate's latency at the table's speed; the raw median stays as timed."""
+    import ofa.verify_meter as vm
+    from ofa.space import SearchSpace
+    from tests.conftest import tiny_space_params
+
+    params = tiny_space_params(tmp_path, {"t1": {"backend": "torch", "flops_m": [1.0]}})
+    space = SearchSpace(params.space)
+    refs = [space.min_config(), space.max_config()]
+    then = np.array([1.0, 4.0])
+    monkeypatch.setattr(vm, "reference_subnets", lambda p, d: (refs, then))
+    monkeypatch.setattr(vm, "make_runners", lambda items, dev: items)
+    true = {str(space.min_config()): 0.5, str(space.max_config()): 3.0}
+
+    def timed(items, warmup, rounds, seed, min_seconds):
+        n = len(items) - len(refs)
+        rows = [1.2 * np.full(rounds, v) for v in true.values()][:n]
+        rows += [1.2 * np.full(rounds, t) for t in then]
+        return np.stack(rows)
+
+    monkeypatch.setattr(vm, "time_interleaved", timed)
+    meter = vm.DeviceMeter(params, "t1", supernet=None, data=None)
+    got = meter.time(list(true))
+    for c, v in true.items():
+        assert got[c]["drift"] == pytest.approx(1.2)
+        assert got[c]["verified_latency_ms"] == pytest.approx(v)
+        assert got[c]["raw_latency_ms"] == pytest.approx(1.2 * v)
+
+
+def test_a_table_without_reference_subnets_cannot_be_verified(tmp_path):
+    from ofa.verify_meter import reference_subnets
+    from tests.conftest import tiny_space_params
+    from ofa.latency import build_table
+
+    params = tiny_space_params(tmp_path, {"t1": {"backend": "torch", "flops_m": [1.0]}})
+    build_table(params, "t1", show_progress=False)
+    few = dataclasses.replace(params, verify=dataclasses.replace(params.verify,
+                                                                 reference_subnets=999))
+    with pytest.raises(OFAError, match=r"devices\.t1: its latency table .* records \d+ "
+                                       r"calibration subnets .* verify\.reference_subnets = 999"):
+        reference_subnets(few, "t1")
+    cfgs, then = reference_subnets(params, "t1")
+    assert len(cfgs) == params.verify.reference_subnets == len(then) and (then > 0).all()
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("candidates", 0, "verify.candidates: must be at least 1"),
+    ("candidates", -3, "verify.candidates: must be at least 1"),
+    ("tighten_rounds", 0, "verify.tighten_rounds: must be at least 1"),
+    ("over_margin", float("nan"), "verify.over_margin: expected a finite number"),
+    ("over_margin", 2.0, "verify.over_margin: must be in [0, 1]"),
+    ("rounds", 1, "verify.rounds: must be at least 3"),
+])
+def test_bad_verification_params_are_refused(key, value, message):
+    import yaml
+
+    from ofa.config import params_from_dict
+    from tests.conftest import ROOT
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw.pop("preset")
+    raw.setdefault("verify", {})[key] = value
+    with pytest.raises(OFAError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        params_from_dict(raw)
