@@ -428,7 +428,7 @@ def test_a_hostile_csv_table_is_refused_naming_file_field_and_range(filled, tmp_
     assert not (tmp_path / "lat").exists()          # nothing written
 
 
-@pytest.mark.parametrize("overhead", [None, 0.0, 0.05, 5.0, -0.001, -2.85])
+@pytest.mark.parametrize("overhead", [None, 0.0, 0.05, 5.0, -0.001, -2.84])
 def test_a_valid_csv_table_still_imports_and_predicts(filled, tmp_path, overhead):
     space, listed = filled
     table = listed if overhead is None else _with_overhead(listed, overhead)
