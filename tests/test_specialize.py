@@ -197,7 +197,10 @@ def test_the_report_sets_shipped_architectures_beside_their_runs_alone(world):
                    for r in json.loads(export_record(params, "t1").read_text())["chosen"])
         assert (f"{same} of 3 shipped architectures were trained alone: the supernet's subnet "
                 f"is within 0.3 points of (or above) it on 0 of {same}") in md
-        assert "None of the 3 shipped architectures was trained alone" in md   # o1
+        other = sum(r["config"] == row["config"]   # o1 may ship the same architecture
+                    for r in json.loads(export_record(params, "o1").read_text())["chosen"])
+        assert ("None of the 3 shipped architectures was trained alone" if not other else
+                f"{other} of 3 shipped architectures were trained alone") in md
         summary = json.loads((tmp / "reports" / "pareto.json").read_text())
         assert summary["t1"][row["constraint"]]["alone_test_acc"] == run["test_acc"]
         before = md
