@@ -15,14 +15,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from ofa.config_space import Activation, ConvSpec, SpaceConfig, StageSpec  # noqa: F401
 from ofa.config_specialize import (ConstraintsConfig, DeviceConfig, LatencyConfig,
                                    OrchestrationConfig, PredictorConfig, SearchConfig,
                                    VerifyConfig)
 from ofa.errors import (SAFE_NAME, SAFE_NAME_RULE, OFAError, Range, bounded, optional, require,
                         safe_name)
+from ofa.yaml_io import read_yaml, strict_yaml  # noqa: F401 - read_yaml: the loader's door
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -276,54 +275,6 @@ def deep_merge(base: dict, override: dict) -> dict:
     for k, v in override.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
-
-
-class _DuplicateKey(Exception):
-    pass
-
-
-class StrictLoader(yaml.SafeLoader):
-    """yaml.safe_load's loader, refusing a mapping that repeats a key (PyYAML keeps the last
-    one silently; DVC refuses the same file)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if isinstance(key, typing.Hashable) and key in seen:
-                raise _DuplicateKey(f"duplicate key {key!r} at line {line} "
-                                    f"(first at line {seen[key]})")
-            if isinstance(key, typing.Hashable):
-                seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-                             lambda loader, node: loader.construct_mapping(node))
-
-
-def strict_yaml(text: str, where: str) -> Any:
-    """Parse YAML safely (no tags run) and strictly (no repeated keys); one-line errors."""
-    try:
-        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except _DuplicateKey as exc:
-        raise OFAError(f"{where}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise OFAError(f"{where} is not valid YAML: {str(exc).splitlines()[0]}") from None
-
-
-def read_yaml(path: Path) -> dict:
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise OFAError(f"params file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise OFAError(f"params file {path} cannot be read ({exc})") from None
-    raw = strict_yaml(text, f"params file {path}")
-    if not isinstance(raw, dict):
-        raise OFAError(f"params file {path} must hold a mapping at the top level")
-    return raw
 
 
 def preset_path(name: str) -> Path:
