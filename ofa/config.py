@@ -23,6 +23,7 @@ from ofa.errors import (SAFE_NAME, SAFE_NAME_RULE, OFAError, Range, bounded, opt
                         safe_name)
 from ofa.yaml_io import read_yaml, strict_yaml  # noqa: F401 - read_yaml: the loader's door
 
+
 @dataclass(frozen=True)
 class DataConfig:
     name: Literal["fashion_mnist", "cifar10", "imagefolder"]

@@ -361,6 +361,11 @@ def _line(df):  # the CSV line of a row appended after the layers (the header is
     return len(df) + 2
 
 
+def _layer_says(what):   # the message about the 4th layer's median_ms (CSV line 5)
+    return lambda d: (f"median_ms of layer {d['key'][3]} (line 5) {what}; expected a finite "
+                      "number > 0 (ms)")
+
+
 def _over(shown):
     return lambda d: f"median_ms of the overhead row (line {_line(d)}) is {shown}; {BOUND}"
 
@@ -384,18 +389,10 @@ HOSTILE_CSV = {   # name: (table from the filled layer list, message)
                                     f"{_line(d) + 1})); expected exactly once"),
     "two overhead rows, one bad": (lambda d: _with_overhead(d, 0.1, -1000.0),
                                    lambda d: "the overhead is given 2 times"),
-    "median_ms text": (lambda d: _with_median(d, "fast"),
-                       lambda d: f"median_ms of layer {d['key'][3]} (line 5) is not a number "
-                                 "('fast'); expected a finite number > 0 (ms)"),
-    "median_ms empty": (lambda d: _with_median(d, NAN),
-                        lambda d: f"median_ms of layer {d['key'][3]} (line 5) is empty (NaN); "
-                                  "expected a finite number > 0 (ms)"),
-    "median_ms NaN": (lambda d: _with_median(d, "NaN"),
-                      lambda d: f"median_ms of layer {d['key'][3]} (line 5) is empty (NaN); "
-                                "expected a finite number > 0 (ms)"),
-    "median_ms inf": (lambda d: _with_median(d, INF),
-                      lambda d: f"median_ms of layer {d['key'][3]} (line 5) is inf, non-finite; "
-                                "expected a finite number > 0 (ms)"),
+    "median_ms text": (lambda d: _with_median(d, "fast"), _layer_says("is not a number ('fast')")),
+    "median_ms empty": (lambda d: _with_median(d, NAN), _layer_says("is empty (NaN)")),
+    "median_ms NaN": (lambda d: _with_median(d, "NaN"), _layer_says("is empty (NaN)")),
+    "median_ms inf": (lambda d: _with_median(d, INF), _layer_says("is inf, non-finite")),
     "median_ms zero": (lambda d: _with_median(d, 0.0),
                        lambda d: f"median_ms of layer {d['key'][3]} (line 5) is 0, non-positive; "
                                  "expected a finite number > 0 (ms)"),
