@@ -143,6 +143,7 @@ class VerifyConfig:
 
     candidates: int = 4           # K best distinct candidates measured per constraint
     over_margin: float = bounded("[0, 1]", 0.1)  # also candidates predicted up to this share over a latency limit
+    under_margin: float = bounded("[0, 1)", 0.1)  # and one predicted at least this share under it
     tighten_rounds: int = 2       # searches again with the limit tightened, at most this often
     reference_subnets: int = 4    # the table's first calibration subnets, timed in the same rounds
     rounds: int = 15              # interleaved timing rounds (more for fast subnets: latency.min_seconds)

@@ -28,7 +28,7 @@ from ofa.predictor import load_predictor
 from ofa.report_inputs import VERIFICATION_FORMAT
 from ofa.space import SearchSpace, SubnetConfig
 from ofa.specialize import read_search, research
-from ofa.verify import regret, select_verified
+from ofa.verify import Target, regret, select_all
 from ofa.verify_meter import DeviceMeter
 from ofa.weights import load_supernet
 
@@ -45,18 +45,15 @@ def _verify(params: Params, device: str, record: dict, meter: DeviceMeter, space
     layout = GeneLayout.of(space)
     predictor = load_predictor(params, Path(params.predictor.weights_path))
     model = LatencyModel.load(paths.latency_table(params, device), space)
-    picks = []
+    targets = []
     for row in record["results"]:
         if not row.get("candidates"):
             raise OFAError(f"{paths.search_result(params, device)} lists no candidates for "
                            f"{row['constraint']}: rerun `ofa-cli search --device {device}`")
-        shipped, tried = select_verified(
-            device, row, row["candidates"], meter,
-            lambda limit, row=row: research(params, space, layout, predictor, model,
-                                            row["name"], limit),
-            params.verify.tighten_rounds)
-        picks.append((row, shipped, tried))
-    return picks
+        targets.append(Target(row, row["candidates"], lambda limit, row=row: research(
+            params, space, layout, predictor, model, row["name"], limit)))
+    picks = select_all(device, targets, meter, params.verify.tighten_rounds)
+    return [(row, *pick) for row, pick in zip(record["results"], picks)]
 
 
 def run_export(params: Params, device: str, checkpoint: Path) -> Path:

@@ -91,8 +91,6 @@ def _search_all(params: Params, device: str, space: SearchSpace, layout, predict
     """One evolution per constraint, then each constraint takes the best predicted subnet
     among everything found that meets it (so a looser limit never gets a worse pick), and
     the NSGA-II front over (accuracy, latency)."""
-
-
     constraints = _constraints(params, device, model, layout)
     found = [evolve(layout, predictor.predict_genes, [c], params.search) for _, c in constraints]
     front = nsga2(layout, predictor.predict_genes, [model.predict_genes], params.search) \
@@ -126,11 +124,13 @@ def candidate_row(space: SearchSpace, model, genes: np.ndarray, score: float) ->
 def candidates(params: Params, space: SearchSpace, model, pool: np.ndarray,
                scores: np.ndarray, c: Constraint) -> list[dict]:
     """The constraint's K best distinct candidates for verified selection (ofa.verify):
-    within the limit, and for latency some the table prices up to verify.over_margin over."""
-    margin = params.verify.over_margin if c.name == "latency_ms" else 0.0
+    within the limit; for latency (which the table only predicts) also one priced
+    verify.under_margin under it and some priced up to verify.over_margin over it."""
+    v, timed = params.verify, c.name == "latency_ms"
     configs = [str(x) for x in from_genes(space, pool)]
     idx = pick_candidates(configs, scores, batch_values(c.fn, pool, c.name), c.limit,
-                          params.verify.candidates, margin)
+                          v.candidates, v.over_margin if timed else 0.0,
+                          v.under_margin if timed else 0.0)
     return [candidate_row(space, model, pool[i], scores[i]) for i in idx]
 
 

@@ -13,6 +13,7 @@ by the measured overshoot a bounded number of rounds, or fails naming what was r
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import numpy as np
@@ -24,10 +25,12 @@ Research = Callable[[float], list[dict]]   # a tightened limit -> new candidates
 
 
 def pick_candidates(configs: list[str], scores: np.ndarray, cost: np.ndarray, limit: float,
-                    k: int, over_margin: float) -> list[int]:
-    """Indices of up to k distinct configs: the best-scoring ones within `limit` (the
-    predictor's first choice first), with k // 2 of the places kept for the best ones priced
-    in (limit, limit * (1 + over_margin)] where there are such (over_margin 0: none)."""
+                    k: int, over_margin: float, under_margin: float = 0.0) -> list[int]:
+    """Indices of up to k distinct configs, the predictor's first choice within `limit` first;
+    then the best one priced within limit * (1 - under_margin) (the search's winners are the
+    subnets the table underprices most, so one candidate keeps that margin); then max(1, k // 4)
+    of the best priced in (limit, limit * (1 + over_margin)] (a table erring slow does not lose
+    the best one); the rest the next best within the limit. Margins of 0 turn a tier off."""
     order = [int(i) for i in np.argsort(-np.asarray(scores, float), kind="stable")]
     seen: set[str] = set()
     within, over = [], []
@@ -39,8 +42,16 @@ def pick_candidates(configs: list[str], scores: np.ndarray, cost: np.ndarray, li
             within.append(i)
         elif cost[i] <= limit * (1 + over_margin):
             over.append(i)
-    n_over = min(len(over), k // 2 if over_margin > 0 else 0)
-    return within[:k - n_over] + over[:n_over] if within else over[:k]
+    if not within:
+        return over[:k]
+    picked = within[:1]
+    safe = [i for i in within[1:] if cost[i] <= limit * (1 - under_margin)]
+    if under_margin > 0 and k >= 2 and cost[picked[0]] > limit * (1 - under_margin) and safe:
+        picked.append(safe[0])
+    if over_margin > 0 and k >= 3:
+        picked += over[:max(1, k // 4)]
+    picked += [i for i in within if i not in picked][:max(0, k - len(picked))]
+    return picked[:k]
 
 
 def meets(row: dict) -> bool:
@@ -64,49 +75,82 @@ def _tightened(rows: list[dict], limit: float, search_limit: float) -> float:
     return min(limit / overshoot, search_limit * limit / _fastest(rows)["verified_latency_ms"])
 
 
-def select_verified(device: str, target: dict, candidates: list[dict], measure: Measure,
-                    research: Research, rounds: int) -> tuple[dict, list[dict]]:
-    """(the shipped candidate, every candidate measured with its verdict) for one constraint
-    `target` (constraint, name, limit). Ships the highest measured validation accuracy among
-    those that meet the limit; where none does, searches again (`research`) with the search
-    limit tightened by the overshoot measured (`_tightened`), at most `rounds` times, then fails
-    naming the device, the constraint, the best verified latency and the limit it would meet."""
-    limit, search_limit = target["limit"], target["limit"]
-    tried: list[dict] = []
-    searches = 0
-    for round_ in range(rounds + 1):
-        if not candidates:
-            break
-        measured = measure([c["config"] for c in candidates])
-        rows = [c | measured[c["config"]] | {"constraint": target["constraint"],
-                                             "name": target["name"], "limit": limit,
-                                             "search_limit": search_limit, "round": round_}
-                for c in candidates]
+@dataclasses.dataclass
+class Target:
+    """One constraint under verification: what it asks (constraint, name, limit), the
+    candidates to measure next and how to search again under a tighter limit."""
+    spec: dict
+    candidates: list[dict]
+    research: Research
+    search_limit: float = 0.0
+    tried: list[dict] = dataclasses.field(default_factory=list)
+    shipped: dict | None = None
+
+    def judge(self, measured: dict[str, dict], round_: int) -> list[dict]:
+        """Record this round's candidates with their measurements; ship the most accurate
+        one that meets the limit, if any."""
+        rows = [c | measured[c["config"]] | {"constraint": self.spec["constraint"],
+                                             "name": self.spec["name"], "limit": self.spec["limit"],
+                                             "search_limit": self.search_limit, "round": round_}
+                for c in self.candidates]
         for r in rows:
             r["meets_limit"] = meets(r)
-        tried += rows
+        self.tried += rows
         ok = [r for r in rows if r["meets_limit"]]
         if ok:
-            best = max(ok, key=lambda r: (r["val_acc"], -r["verified_latency_ms"]))
-            for r in tried:
-                r["verdict"] = ("shipped" if r is best else "over the limit" if not r["meets_limit"]
-                                else "less accurate than the shipped one")
-            return best, tried
-        if round_ == rounds:
+            self.shipped = max(ok, key=lambda r: (r["val_acc"], -r["verified_latency_ms"]))
+        for r in self.tried:
+            r["verdict"] = ("shipped" if r is self.shipped else "over the limit"
+                            if not r["meets_limit"] else "less accurate than the shipped one")
+        return rows
+
+
+def select_all(device: str, targets: list[Target], measure: Measure, rounds: int
+               ) -> list[tuple[dict, list[dict]]]:
+    """(the shipped candidate, every candidate measured with its verdict) per target. Each
+    round measures every pending target's candidates together (one timing session, the same
+    machine state); a target ships the highest measured validation accuracy among those that
+    meet its limit; the others search again (`Target.research`) with the search limit
+    tightened by the overshoot measured (`_tightened`), at most `rounds` times, then the
+    first unmet one fails naming the device, the constraint, the best verified latency and
+    the limit it would meet."""
+    for t in targets:
+        t.search_limit = t.search_limit or t.spec["limit"]
+    pending = [t for t in targets if t.candidates]
+    for round_ in range(rounds + 1):
+        if not pending:
             break
-        search_limit = _tightened(rows, limit, search_limit)
-        candidates = research(search_limit)
-        searches += 1
-    for r in tried:
-        r["verdict"] = "over the limit"
-    best = _fastest(tried) if tried else None
+        measured = measure(list(dict.fromkeys(c["config"] for t in pending for c in t.candidates)))
+        unmet = []
+        for t in pending:
+            rows = t.judge(measured, round_)
+            if t.shipped is None and round_ < rounds:
+                t.search_limit = _tightened(rows, t.spec["limit"], t.search_limit)
+                t.candidates = t.research(t.search_limit)
+                unmet.append(t)
+        pending = [t for t in unmet if t.candidates]
+    for t in targets:
+        if t.shipped is None:
+            raise _unmet(device, t, rounds)
+    return [(t.shipped, t.tried) for t in targets]
+
+
+def _unmet(device: str, t: Target, rounds: int) -> OFAError:
+    best = _fastest(t.tried) if t.tried else None
+    searches = min(rounds, max((r["round"] for r in t.tried), default=0))
     reached = "no candidate" if best is None else (
         f"the fastest candidate measured {best['verified_latency_ms']:.4g} ms at the table's "
         f"speed ({best['config']}), so a limit of {best['verified_latency_ms']:.4g} ms or more "
         "would have been met")
-    raise OFAError(f"{device}: no subnet met {target['constraint']} (<= {limit:g} ms) when "
-                   f"measured, after {searches} tightened search(es): {reached}; nothing of "
-                   f"{device}'s previous export was changed")
+    return OFAError(f"{device}: no subnet met {t.spec['constraint']} (<= {t.spec['limit']:g} ms) "
+                    f"when measured, after {searches} tightened search(es): {reached}; nothing of "
+                    f"{device}'s previous export was changed")
+
+
+def select_verified(device: str, target: dict, candidates: list[dict], measure: Measure,
+                    research: Research, rounds: int) -> tuple[dict, list[dict]]:
+    """`select_all` for one constraint `target` (constraint, name, limit)."""
+    return select_all(device, [Target(target, candidates, research)], measure, rounds)[0]
 
 
 def regret(shipped: dict, tried: list[dict]) -> dict:

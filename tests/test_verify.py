@@ -101,16 +101,45 @@ def test_a_flops_limit_is_met_by_exact_macs():
     assert shipped["config"] == "b"
 
 
-def test_candidates_are_distinct_first_choice_first_with_some_priced_over():
-    configs = ["a", "b", "a", "c", "d", "e", "f"]
-    scores = np.array([0.90, 0.95, 0.90, 0.97, 0.80, 0.99, 0.85])
-    cost = np.array([1.9, 1.95, 1.9, 2.1, 1.0, 2.5, 1.5])
-    idx = pick_candidates(configs, scores, cost, 2.0, 4, 0.1)
-    assert [configs[i] for i in idx] == ["b", "a", "f", "c"]   # 3 within, 1 over (e: too far)
-    idx = pick_candidates(configs, scores, cost, 2.0, 5, 0.1)
-    assert [configs[i] for i in idx] == ["b", "a", "f", "d", "c"]
-    assert [configs[i] for i in pick_candidates(configs, scores, cost, 2.0, 4, 0.0)] == \
-        ["b", "a", "f", "d"]   # no margin: within the limit only
+def test_candidates_are_distinct_first_choice_first_then_one_with_margin_and_some_priced_over():
+    configs = ["a", "b", "a", "c", "d", "e", "f", "g"]
+    scores = np.array([0.90, 0.95, 0.90, 0.97, 0.80, 0.99, 0.85, 0.96])
+    cost = np.array([1.9, 1.95, 1.9, 2.1, 1.0, 2.5, 1.5, 2.15])
+    pick = lambda k, over, under=0.0: [configs[i] for i in
+                                       pick_candidates(configs, scores, cost, 2.0, k, over, under)]
+    # b first (best within 2.0), then c (the best of c and g within 10% over; e too far),
+    # then the next best within the limit
+    assert pick(4, 0.1) == ["b", "c", "a", "f"]
+    # one place for the best priced at least 20% under the limit (f: 1.5 <= 1.6)
+    assert pick(4, 0.1, 0.2) == ["b", "f", "c", "a"]
+    assert pick(8, 0.1, 0.2) == ["b", "f", "c", "g", "a", "d"]   # 2 over places
+    assert pick(8, 0.1, 0.2)[:3] == pick(3, 0.1, 0.2)
+    assert pick(2, 0.1, 0.2) == ["b", "f"]   # the margin before the priced-over one
+    assert pick(1, 0.1, 0.2) == ["b"]
+    assert pick(4, 0.0) == ["b", "a", "f", "d"]   # no margins: within the limit only
+    assert pick(4, 0.0, 0.5) == ["b", "d", "a", "f"]   # d: 1.0 <= 1.0
+    # a first choice already within the margin takes no extra place
+    assert [configs[i] for i in pick_candidates(configs, scores, cost, 3.0, 3, 0.0, 0.1)] == \
+        ["e", "c", "g"]
+    none_within = pick_candidates(configs, scores, cost, 0.95, 4, 0.1, 0.2)
+    assert [configs[i] for i in none_within] == ["d"]   # only priced over (1.0 <= 1.045)
+
+
+def test_constraints_are_measured_together_round_by_round():
+    """One measurement per round over every constraint still pending: the constraint met in
+    round 0 is not measured again, the other one's new candidates are measured in round 1."""
+    from ofa.verify import Target, select_all
+
+    second = dict(TARGET, constraint="latency_ms=1.5", limit=1.5)
+    device = {"a": (1.9, 0.9), "b": (1.7, 0.88), "c": (1.4, 0.87)}
+    calls = []
+    targets = [Target(TARGET, [_cand("a", 1.9, 0.9)], _never),
+               Target(second, [_cand("b", 1.45, 0.88)], lambda lim: [_cand("c", lim, 0.87)])]
+    (s1, t1), (s2, t2) = select_all("d", targets, _measure(device, calls), 2)
+    assert calls == [["a", "b"], ["c"]]
+    assert (s1["config"], s2["config"]) == ("a", "c")
+    assert [r["round"] for r in t2] == [0, 1] and t2[0]["verdict"] == "over the limit"
+    assert t2[1]["search_limit"] == pytest.approx(1.5 / (1.7 / 1.45))
 
 
 def test_the_machines_drift_is_divided_out(monkeypatch, tmp_path):
