@@ -12,6 +12,7 @@ import typer
 from ofa import cli_train  # noqa: F401 - registers the training commands (listed first)
 from ofa import cli_specialize  # noqa: F401,I001 - registers the specialization commands
 from ofa import cli_ablation  # noqa: F401,I001 - registers `ofa-cli ablation ...`
+from ofa import cli_official  # noqa: F401,I001 - registers import-/export-official
 from ofa.cli_app import app
 from ofa.errors import OFAError
 

@@ -31,13 +31,31 @@ class DataConfig:
     val_size: int = 10000
     split_seed: int = 0
     image_size: int = 28
-    augment: bool = False
+    augment: bool = False  # in memory: 2-px shifts and flips; a folder: random resized crops
     subset: int = 0  # 0 = use every training image; >0 caps the training split (smoke runs)
+    # image folders stream from disk: DataLoader worker processes per loader (0 = in-process)
+    workers: int = optional(2, omit_at_default=True)
+    # per-channel normalisation (e.g. ImageNet's); unset: computed from the training images
+    mean: tuple[float, ...] | None = optional(None, omit_at_default=True)
+    std: tuple[float, ...] | None = optional(None, omit_at_default=True)
 
     def __post_init__(self) -> None:
         _require(self.val_size > 0, "data.val_size", "must be positive")
         _require(self.subset >= 0, "data.subset", "must be >= 0")
         _require(self.image_size >= 8, "data.image_size", "must be at least 8")
+        _require(0 <= self.workers <= 64, "data.workers", "must be in [0, 64]")
+        _require((self.mean is None) == (self.std is None), "data.std" if self.std is None
+                 else "data.mean", "data.mean and data.std go together (give both or neither)")
+        if self.mean is not None and self.std is not None:
+            _require(len(self.mean) == len(self.std) > 0, "data.std",
+                     f"needs one value per channel, as data.mean ({len(self.mean)})")
+            _require(all(v > 0 for v in self.std), "data.std", "must be positive")
+
+    @property
+    def augment_batches(self) -> bool:
+        """Whether training batches go through `ofa.data.augment` (in-memory data): a folder
+        augments while it decodes (random resized crop and flip, ofa/data_folder.py)."""
+        return self.augment and self.name != "imagefolder"
 
 
 @dataclass(frozen=True)
@@ -301,6 +319,11 @@ def params_from_dict(raw: dict) -> Params:
     return _build(Params, raw, "")
 
 
+def space_from_dict(raw: Any) -> SpaceConfig:
+    """A search space as a checkpoint's metadata records it (`to_dict`), strictly checked."""
+    return _build(SpaceConfig, raw, "space")
+
+
 def load_params(path: str | Path = "params.yaml", preset_name: str | None = None) -> Params:
     """Read params; a preset (named by the argument, else by the file's `preset` key) overlays it.
 
@@ -319,7 +342,8 @@ def load_params(path: str | Path = "params.yaml", preset_name: str | None = None
 def to_dict(obj: Any) -> Any:
     """Plain-data view (lists, dicts, numbers) for JSON and checkpoint metadata."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("omit_at_default") and getattr(obj, f.name) == f.default)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

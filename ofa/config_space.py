@@ -53,6 +53,11 @@ class SpaceConfig:
     dropout: float = bounded("[0, 1)", 0.1)
     bn_eps: float = bounded("(0, 1]", 1e-5)
     bn_momentum: float = bounded("(0, 1]", 0.1)
+    # a bias in the feature-mix layer (the classifier's first Linear, after the global pool).
+    # The paper authors' layer has none: their pretrained supernets import with it off
+    # (ofa/official.py). Left out of to_dict() while on, so older artifacts keep their
+    # fingerprints.
+    feature_bias: bool = optional(True, omit_at_default=True)
 
     def __post_init__(self) -> None:
         _require(len(self.stages) >= 1, "space.stages", "needs at least one stage")

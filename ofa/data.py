@@ -1,8 +1,10 @@
-"""Datasets held in memory as uint8 tensors, fixed splits, batching, augmentation and resizing.
+"""Datasets, fixed splits, batching, augmentation and resizing.
 
-Fashion-MNIST (IDX files, Debian's dataset-fashion-mnist), CIFAR-10 (python batches, read
-with an unpickler that only admits numpy arrays) and ImageNet-layout folders all become the
-same `Split`; training and evaluation then share one preprocessing path.
+Fashion-MNIST (IDX files, Debian's dataset-fashion-mnist) and CIFAR-10 (python batches, read
+with an unpickler that only admits numpy arrays) are held in memory as uint8 tensors (`Split`);
+ImageNet-layout folders stream from disk (`ofa.data_folder.FolderSplit`, the same small
+interface). `batches` is the one loop over either: the same (uint8 images, labels) batches,
+so training and evaluation share one preprocessing path.
 """
 
 from __future__ import annotations
@@ -13,30 +15,54 @@ import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ofa.config import DataConfig, SpaceConfig
+from ofa.data_folder import FolderSplit, load_image_folder
 from ofa.errors import OFAError
+
+STATS_IMAGES = 1000  # a folder without data.mean/std: its statistics from this many images
+STATS_SEED = 4321
 
 
 @dataclass(frozen=True)
 class Split:
+    """Images held in memory; `FolderSplit` offers the same methods for a folder on disk."""
+
     images: torch.Tensor  # uint8, N x C x H x W
     labels: torch.Tensor  # int64, N
+    random_transform = False  # (class constant) augmentation is the caller's: `augment`
 
     def __len__(self) -> int:
         return int(self.labels.numel())
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+    def subset(self, idx: torch.Tensor) -> "Split":
+        return Split(self.images[idx], self.labels[idx])
+
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.images[idx]
+
+    def read(self, chunks: Sequence[torch.Tensor],
+             seeds: Sequence[torch.Tensor] | None = None) -> Iterator[torch.Tensor]:
+        return (self.images[idx] for idx in chunks)
+
+
+AnySplit = Union[Split, FolderSplit]
+
 
 @dataclass(frozen=True)
 class Dataset:
-    train: Split
-    val: Split
-    test: Split
+    train: AnySplit
+    val: AnySplit
+    test: AnySplit
     mean: tuple[float, ...]
     std: tuple[float, ...]
     num_classes: int
@@ -119,83 +145,93 @@ def load_cifar10(root: Path) -> tuple[Split, Split]:
     return train, Split(torch.from_numpy(tx), torch.from_numpy(ty))
 
 
-def _image_folder(path: Path, size: int, classes: list[str] | None) -> tuple[Split, list[str]]:
-    from PIL import Image
-    from torchvision.datasets import ImageFolder
-    from torchvision.transforms import v2
-
-    tf = v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
-    try:
-        ds = ImageFolder(str(path), loader=lambda p: Image.open(p).convert("RGB"))
-    except (FileNotFoundError, OSError) as exc:
-        raise OFAError(f"image folder {path}: {exc}") from None
-    if classes is not None and ds.classes != classes:
-        raise OFAError(f"{path} has classes {ds.classes}, but train/ has {classes}")
-    xs, ys = zip(*[(tf(img), label) for img, label in ds])
-    return Split(torch.stack(xs), torch.tensor(ys, dtype=torch.int64)), ds.classes
-
-
-def load_image_folder(root: Path, size: int) -> tuple[Split, Split]:
-    test_dir = root / "val" if (root / "val").is_dir() else root / "test"
-    if not (root / "train").is_dir() or not test_dir.is_dir():
-        raise OFAError(f"ImageNet-layout folder {root} needs train/<class>/ and val/<class>/ "
-                       "(or test/<class>/)")
-    train, classes = _image_folder(root / "train", size, None)
-    test, _ = _image_folder(test_dir, size, classes)
-    return train, test
-
-
 # -- splits ----------------------------------------------------------------------------------
 def load_dataset(cfg: DataConfig, space: SpaceConfig | None = None) -> Dataset:
     """Read the data and hold out a fixed-seed validation split from the training images;
-    with `space`, refuse data the network cannot take (channels, more classes than outputs)."""
+    with `space`, refuse data the network cannot take (channels, more classes than outputs).
+
+    Normalisation: data.mean/std when given, else computed from the training images (all of
+    them in memory; for a folder a seeded sample of STATS_IMAGES, so the whole set is never
+    read for it)."""
     root = Path(cfg.root)
     if cfg.name == "fashion_mnist":
         train_full, test = load_fashion_mnist(root)
     elif cfg.name == "cifar10":
         train_full, test = load_cifar10(root)
     else:
-        train_full, test = load_image_folder(root, cfg.image_size)
+        train_full, test = load_image_folder(root, cfg.image_size, cfg.workers)
     if cfg.val_size >= len(train_full):
         raise OFAError(f"params: data.val_size: {cfg.val_size} leaves no training images "
                        f"(the training set has {len(train_full)})")
-    if train_full.images.shape[-1] != cfg.image_size:
+    if train_full.image_shape[-1] != cfg.image_size:
         raise OFAError(f"params: data.image_size: {cfg.image_size} does not match the data's "
-                       f"{train_full.images.shape[-1]} px")
+                       f"{train_full.image_shape[-1]} px")
     perm = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(cfg.split_seed))
     val_idx, train_idx = perm[:cfg.val_size], perm[cfg.val_size:]
     if cfg.subset:
         train_idx = train_idx[:cfg.subset]
-    train = Split(train_full.images[train_idx], train_full.labels[train_idx])
-    val = Split(train_full.images[val_idx], train_full.labels[val_idx])
-    x = train.images.float().div_(255)
-    mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
-    std = tuple(x.std(dim=(0, 2, 3)).tolist())
+    train, val = train_full.subset(train_idx), train_full.subset(val_idx)
+    channels = train.image_shape[0]
+    if cfg.mean is not None:
+        mean, std = tuple(cfg.mean), tuple(cfg.std)
+        if len(mean) != channels:
+            raise OFAError(f"params: data.mean: {len(mean)} values for {channels}-channel images")
+    elif isinstance(train, FolderSplit):
+        mean, std = sample_mean_std(train, STATS_IMAGES)
+    else:
+        x = train.images.float().div_(255)
+        mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
+        std = tuple(x.std(dim=(0, 2, 3)).tolist())
+    if isinstance(train, FolderSplit):  # a folder's augmentation is its training transform
+        train = train.training(cfg.augment)
     num_classes = int(max(train_full.labels.max(), test.labels.max())) + 1
-    if space is not None and train.images.shape[1] != space.in_channels:
+    if space is not None and channels != space.in_channels:
         raise OFAError(f"params: space.in_channels: {space.in_channels}, but the {cfg.name} "
-                       f"images have {train.images.shape[1]} channel(s)")
+                       f"images have {channels} channel(s)")
     if space is not None and num_classes > space.num_classes:
         raise OFAError(f"params: space.num_classes: {space.num_classes} is fewer than the "
                        f"data's {num_classes} classes")
     return Dataset(train, val, test, mean, std, num_classes)
 
 
+def sample_mean_std(split: AnySplit, limit: int, batch_size: int = 100
+                    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (unbiased) std of a seeded sample of `limit` images, summed in
+    float64 batch by batch: bounded memory, whatever the size of the split."""
+    gen = torch.Generator().manual_seed(STATS_SEED)
+    s1 = s2 = torch.zeros(split.image_shape[0], dtype=torch.float64)
+    n = 0
+    for x, _ in batches(split, batch_size, generator=gen, limit=limit):
+        v = x.transpose(0, 1).flatten(1).double().div_(255)  # C x pixels
+        s1, s2, n = s1 + v.sum(1), s2 + (v * v).sum(1), n + v.shape[1]
+    var = (s2 - s1 * s1 / n) / max(n - 1, 1)
+    return tuple((s1 / n).tolist()), tuple(var.clamp_min(0).sqrt().tolist())
+
+
 # -- batches ---------------------------------------------------------------------------------
-def batches(split: Split, batch_size: int, *, generator: torch.Generator | None = None,
+def batches(split: AnySplit, batch_size: int, *, generator: torch.Generator | None = None,
             limit: int = 0, rank: int = 0, world: int = 1,
             drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled (with `generator`) or ordered batches; each DDP rank takes its own share."""
+    """Shuffled (with `generator`) or ordered uint8 batches; each DDP rank takes its own share.
+
+    A split with a random transform (a folder's training split) also gets one seed per image,
+    drawn from `generator` after the order (from a fixed one without) and before the ranks
+    take their shares: an image's crop then depends on neither rank nor worker count."""
     n = len(split)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     if limit:
         order = order[:limit]
+    seeds = None
+    if split.random_transform:
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        seeds = torch.randint(0, 2**62, (len(order),), generator=gen)[rank::world]
     order = order[rank::world]
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        if drop_last and len(idx) < batch_size:
-            return
-        yield split.images[idx], split.labels[idx]
+    last = len(order) - batch_size + 1 if drop_last else len(order)
+    starts = range(0, max(last, 0), batch_size)
+    chunks = [order[s:s + batch_size] for s in starts]
+    seed_chunks = None if seeds is None else [seeds[s:s + batch_size] for s in starts]
+    for idx, x in zip(chunks, split.read(chunks, seed_chunks)):
+        yield x, split.labels[idx]
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:

@@ -15,10 +15,15 @@ def require(ok: bool, key: str, why: str) -> None:
         raise OFAError(f"params: {key}: {why}")
 
 
-def optional(default):
+def optional(default, omit_at_default: bool = False):
     """A params field that may be left out of params.yaml (every other key is required, even
-    where the dataclass has a default for code that builds configs directly)."""
-    return dataclasses.field(default=default, metadata={"optional": True})
+    where the dataclass has a default for code that builds configs directly).
+
+    omit_at_default: a key added after artifacts were written; `to_dict` leaves it out while
+    it holds its default, so the fingerprints and checkpoint metadata of those artifacts (which
+    never saw it) still match."""
+    return dataclasses.field(default=default, metadata={"optional": True,
+                                                        "omit_at_default": omit_at_default})
 
 
 # Names that become parts of file paths (devices, phases, presets, constraint folders): a

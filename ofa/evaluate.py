@@ -33,6 +33,9 @@ class EvalSettings:
 
 
 def calibration_inputs(data: Dataset, resolution: int, s: EvalSettings) -> list[torch.Tensor]:
+    """A fixed sample of the training split as its batches come: for an image folder with
+    data.augment, random resized crops (the paper authors calibrate BN on their training
+    loader's transform), seeded, so the same every time; in-memory data unaugmented."""
     gen = torch.Generator().manual_seed(CALIB_SEED)
     return [to_input(x, resolution, data.mean, data.std, s.channels_last)
             for x, _ in batches(data.train, s.batch_size, generator=gen, limit=s.calib_images)]

@@ -184,9 +184,10 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
                 for group in opt.param_groups:
                     group["lr"] = lr
                 r = arch_rng.choice(choices.resolution)
-                if params.data.augment:
+                if params.data.augment_batches:  # a folder's batches come augmented
                     x = augment(x, aug_gen)
-                x, y = to_input(x, r, data.mean, data.std, tc.channels_last).to(ctx.device), y.to(ctx.device)
+                x = to_input(x, r, data.mean, data.std, tc.channels_last)
+                x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
                 soft = None
                 if teacher is not None:
                     with torch.no_grad():

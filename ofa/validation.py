@@ -20,6 +20,7 @@ from ofa.checkpoint import atomic_write_text, publish_dir, staging_dir
 from ofa.contracts import (INPUT_MS_PER_M_RANGE, MAX_TIMING_MS, OVERHEAD_KEY, SCALE_RANGE,
                            overhead_range)
 from ofa.data import load_dataset
+from ofa.data_folder import FolderSplit
 from ofa.errors import OFAError
 from ofa.latency import read_table
 from ofa.latency.layers import enumerate_layers
@@ -29,6 +30,8 @@ from ofa.space import SearchSpace
 REPORT_DIR = Path("reports/validation")
 MANIFEST = Path("data/manifest.json")
 MIN_SPREAD_COUNT = 10  # written by the data gate; training depends on it
+CHECK_IMAGES = 256  # an image folder: files per split the data gate decodes
+CHECK_SEED = 0
 
 
 def _expectations(spec: list[tuple[str, dict]]) -> list:
@@ -198,24 +201,34 @@ def validate_latency_table(df: pd.DataFrame, needed_keys: list[str], device: str
     return run_suite(f"latency_{device}", frame, spec, out_dir)
 
 
+def _split_frame(split: str, s) -> pd.DataFrame:
+    """One row per image. In memory: every image's pixel range, shape and content digest. A
+    folder (bounded work): every file's label and path digest, and pixel range, shape and
+    readability for a seeded sample of CHECK_IMAGES files only (the other rows hold nulls,
+    which the expectations skip)."""
+    if not isinstance(s, FolderSplit):
+        flat = s.images.flatten(1)
+        return pd.DataFrame({
+            "split": split, "label": s.labels.numpy(), "pixel_min": flat.min(1).values.numpy(),
+            "pixel_max": flat.max(1).values.numpy(), "shape": [str(tuple(s.images.shape[1:]))] * len(s),
+            "digest": [hash(bytes(x)) for x in flat.numpy()]})
+    return pd.DataFrame({"split": split, "label": s.labels.numpy(),
+                         "digest": [hash(bytes(f)) for f in s.files.tolist()],
+                         **s.sample_columns(CHECK_IMAGES, CHECK_SEED)})
+
+
 def validate_raw_data(data, out_dir: Path = REPORT_DIR, num_classes: int | None = None,
                       val_size: int | None = None) -> dict:
     """Label set (inside the model's `num_classes`), pixel range, image shape, class balance,
-    split sizes (validation exactly `val_size`, none empty), train/validation disjoint."""
+    split sizes (validation exactly `val_size`, none empty), train/validation disjoint; for an
+    image folder also a readable sample (`_split_frame`: what is checked there)."""
     import numpy as np
 
     n_classes = data.num_classes
     num_classes = num_classes or n_classes
     sizes = {split: len(getattr(data, split)) for split in ("train", "val", "test")}
-    frames = []
-    for split in ("train", "val", "test"):
-        s = getattr(data, split)
-        flat = s.images.flatten(1)
-        frames.append(pd.DataFrame({
-            "split": split, "label": s.labels.numpy(), "pixel_min": flat.min(1).values.numpy(),
-            "pixel_max": flat.max(1).values.numpy(), "shape": [str(tuple(s.images.shape[1:]))] * len(s),
-            "digest": [hash(bytes(x)) for x in flat.numpy()]}))
-    df = pd.concat(frames, ignore_index=True)
+    df = pd.concat([_split_frame(split, getattr(data, split)) for split in ("train", "val", "test")],
+                   ignore_index=True)
     counts = df[df["split"] == "train"]["label"].value_counts()
     train_keys = set(df.loc[df["split"] == "train", "digest"])
     overlap = int(np.sum([d in train_keys for d in df.loc[df["split"] == "val", "digest"]]))
@@ -223,8 +236,10 @@ def validate_raw_data(data, out_dir: Path = REPORT_DIR, num_classes: int | None 
     df["split_size"] = df["split"].map(sizes)
     df["val_size"] = sizes["val"]
     df["class_share_ratio"] = float(counts.max() / max(counts.min(), 1))
-    shape = str(tuple(data.train.images.shape[1:]))
-    return run_suite("raw_data", df, [
+    shape = str(tuple(data.train.image_shape))
+    readable = [("ExpectColumnValuesToBeInSet", {"column": "read_error", "value_set": [""]})] \
+        if "read_error" in df else []
+    return run_suite("raw_data", df, readable + [
         ("ExpectColumnDistinctValuesToEqualSet", {"column": "label",
                                                   "value_set": list(range(n_classes))}),
         ("ExpectColumnValuesToBeInSet", {"column": "label", "value_set": list(range(num_classes))}),
@@ -244,10 +259,15 @@ def validate_raw_data(data, out_dir: Path = REPORT_DIR, num_classes: int | None 
 
 def data_manifest(data) -> dict:
     """Sizes and content digests of the splits the gate passed: what training depends on in
-    DVC, so a change of the gate's own checks never retrains, a change of the data always does."""
+    DVC, so a change of the gate's own checks never retrains, a change of the data always does.
+    An image folder's digest covers its file list (paths, sizes, mtimes, labels), not pixels."""
     out = {}
     for split in ("train", "val", "test"):
         s = getattr(data, split)
+        if isinstance(s, FolderSplit):
+            out[split] = {"images": len(s), "shape": list(s.image_shape), "sha256": s.digest(),
+                          "sha256_of": "relative paths, sizes, mtimes and labels of the files"}
+            continue
         h = hashlib.sha256(s.images.contiguous().numpy().tobytes())
         h.update(s.labels.contiguous().numpy().tobytes())
         out[split] = {"images": len(s), "shape": list(s.images.shape[1:]), "sha256": h.hexdigest()}

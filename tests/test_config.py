@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import replace as dataclasses_replace
 
 import pytest
 import torch
@@ -221,9 +222,44 @@ def test_imagenet_preset_is_the_papers_space(imagenet):
     assert [s.act for s in sp.stages] == ["relu", "relu", "hswish", "hswish", "hswish"]
     assert [s.se for s in sp.stages] == [False, True, False, True, True]
     assert (sp.final_expand_width, sp.feature_width) == (960, 1280)
+    assert sp.feature_bias is False  # the authors' feature_mix_layer has no bias
     assert sp.resolutions == tuple(range(128, 225, 4))
     assert (sp.kernel_choices, sp.expand_choices, sp.depth_choices) == ((3, 5, 7), (3, 4, 6), (2, 3, 4))
     assert (imagenet.data.name, imagenet.data.image_size) == ("imagefolder", 224)
+
+
+def test_imagenet_w12_preset_is_the_authors_width_1_2(imagenet):
+    """The authors' OFAMobileNetV3(width_mult=1.2): only the widths differ from imagenet's (their
+    class is checked against both presets by tests/test_official.py)."""
+    w12 = load_params(ROOT / "params.yaml", "imagenet_w12")
+    sp = w12.space
+    assert (sp.stem.width, sp.first_block.width) == (24, 24)
+    assert [s.width for s in sp.stages] == [32, 48, 96, 136, 192]
+    assert (sp.final_expand_width, sp.feature_width, sp.feature_bias) == (1152, 1536, False)
+    from dataclasses import replace
+
+    def widthless(cfg):
+        return replace(cfg, stem=replace(cfg.stem, width=8),
+                       first_block=replace(cfg.first_block, width=8),
+                       stages=tuple(replace(s, width=8) for s in cfg.stages),
+                       final_expand_width=1, feature_width=1)
+
+    assert widthless(sp) == widthless(imagenet.space)
+    assert (w12.data, w12.train) == (imagenet.data, imagenet.train)
+
+
+def test_feature_bias_is_on_by_default_and_left_out_of_artifacts_while_on(raw, imagenet):
+    """Checkpoints and fingerprints written before the key existed still match the default."""
+    from ofa.config import to_dict
+
+    p = params_from_dict(raw)
+    assert raw["space"]["feature_bias"] is True and p.space.feature_bias is True
+    del raw["space"]["feature_bias"]
+    assert params_from_dict(raw).space == p.space  # optional in params.yaml
+    assert "feature_bias" not in to_dict(p.space)
+    assert to_dict(imagenet.space)["feature_bias"] is False
+    assert SearchSpace(imagenet.space).fingerprint() != SearchSpace(
+        dataclasses_replace(imagenet.space, feature_bias=True)).fingerprint()
 
 
 def test_imagenet_space_builds_and_runs(imagenet):

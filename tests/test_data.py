@@ -105,6 +105,15 @@ def test_cifar10_python_batches(tmp_path):
     assert got == pairs
 
 
+def test_given_mean_and_std_replace_the_computed_ones(tmp_path):
+    _cifar_fixture(tmp_path)
+    computed = load_dataset(_cifar_cfg(tmp_path))
+    given = load_dataset(dataclasses.replace(_cifar_cfg(tmp_path), mean=(0.4, 0.5, 0.6),
+                                             std=(0.2, 0.25, 0.3)))
+    assert given.mean == (0.4, 0.5, 0.6) and given.std == (0.2, 0.25, 0.3)
+    assert torch.equal(given.train.images, computed.train.images) and given.mean != computed.mean
+
+
 def test_data_the_network_cannot_take_is_named(tmp_path, params):
     _cifar_fixture(tmp_path)
     with pytest.raises(OFAError, match=r"space.in_channels: 1, but the cifar10 images have 3"):
@@ -168,19 +177,28 @@ def _image_folder_fixture(root: Path) -> None:
                 Image.new("RGB", size, colours[i]).save(root / part / cls / f"{i}.png")
 
 
-def test_image_folder(tmp_path):
+@pytest.mark.parametrize("augment", [False, True])
+def test_image_folder(tmp_path, augment):
     _image_folder_fixture(tmp_path)
-    ds = load_dataset(DataConfig(name="imagefolder", root=str(tmp_path), val_size=2, image_size=16))
-    assert ds.train.images.shape == (4, 3, 16, 16) and ds.val.images.shape == (2, 3, 16, 16)
-    assert ds.test.images.shape == (4, 3, 16, 16) and ds.train.images.dtype == torch.uint8
+    ds = load_dataset(DataConfig(name="imagefolder", root=str(tmp_path), val_size=2, image_size=16,
+                                 augment=augment))
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (4, 2, 4)
+    assert ds.train.image_shape == ds.test.image_shape == (3, 16, 16)
+    assert ds.train.random_transform == augment and not ds.val.random_transform
     assert ds.test.labels.tolist() == [0, 0, 1, 1] and ds.num_classes == 2
     assert sorted(torch.cat([ds.train.labels, ds.val.labels]).tolist()) == [0, 0, 0, 1, 1, 1]
-    # every image is resized whole and keeps its colour (RGB order) and its class's label
+    # every image (cropped at random or centre-cropped) keeps its colour (RGB order) and its
+    # class's label
     for split in (ds.train, ds.val, ds.test):
-        for img, lab in zip(split.images, split.labels):
-            colour = tuple(int(v) for v in img[:, 8, 8])
-            assert img.float().std(dim=(1, 2)).max() < 1.0
-            assert colour in COLOURS[["cat", "dog"][int(lab)]]
+        seen = 0
+        for x, y in batches(split, 3, generator=torch.Generator().manual_seed(0)):
+            assert x.shape[1:] == (3, 16, 16) and x.dtype == torch.uint8
+            for img, lab in zip(x, y):
+                colour = tuple(int(v) for v in img[:, 8, 8])
+                assert img.float().std(dim=(1, 2)).max() < 1.0
+                assert colour in COLOURS[["cat", "dog"][int(lab)]]
+                seen += 1
+        assert seen == len(split)
 
 
 def test_image_folder_needs_the_layout(tmp_path):
@@ -207,6 +225,19 @@ def test_batches_shard_across_ranks(fashion):
     assert [len(y) for _, y in ordered] == [3, 3, 1]
     assert [len(y) for _, y in batches(fashion.val, 3, limit=7, drop_last=True)] == [3, 3]
     assert torch.equal(ordered[0][0], fashion.val.images[:3])
+
+
+def test_in_memory_batches_are_the_indexed_images_and_draw_only_the_order(fashion):
+    """The in-memory path is unchanged: a batch is images[order[...]] of the seeded order, and
+    the generator is left where the order alone leaves it (so later draws are as before)."""
+    gen, ref_gen = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    got = list(batches(fashion.val, 6, generator=gen, limit=40, rank=1, world=3, drop_last=True))
+    order = torch.randperm(len(fashion.val), generator=ref_gen)[:40][1::3]
+    assert len(got) == len(order) // 6
+    for k, (x, y) in enumerate(got):
+        idx = order[6 * k:6 * k + 6]
+        assert torch.equal(x, fashion.val.images[idx]) and torch.equal(y, fashion.val.labels[idx])
+    assert torch.equal(gen.get_state(), ref_gen.get_state())
 
 
 def test_augment_is_seeded_and_keeps_shape(fashion):

@@ -74,6 +74,30 @@ def test_onnx_runtime_counts_what_torch_counts(plain_supernet, space, data, tmp_
     assert recs[0] == rows[0]["test_acc"] and abs(recs[1] - recs[0]) <= 1 / 64 + 1e-9
 
 
+def test_formats_without_the_feature_bias_match_the_supernet(space, tmp_path):
+    """TorchScript, ONNX and safetensors of a subnet whose feature-mix layer has no bias
+    (space.feature_bias: false, as the paper authors' supernets)."""
+    from dataclasses import replace
+
+    from ofa.nn.supernet import OFAMobileNetV3
+    from ofa.space import SearchSpace
+
+    sp = SearchSpace(replace(space.cfg, feature_bias=False))
+    torch.manual_seed(0)
+    net = OFAMobileNetV3(sp).eval()
+    cfg = sp.sample(random.Random(5))
+    x = torch.randn(4, sp.cfg.in_channels, cfg.r, cfg.r)
+    rec = write_model(net.export(cfg).eval(), cfg, sp, tmp_path / "m", x)
+    assert rec["onnx_max_abs_diff"] <= 1e-4
+    loaded = load_exported(sp, tmp_path / "m")
+    assert "classifier.0.bias" not in loaded.state_dict()
+    scripted = torch.jit.load(str(tmp_path / "m" / TORCHSCRIPT))
+    with torch.no_grad():
+        ref = net(x, cfg)
+        torch.testing.assert_close(loaded(x), ref)
+        torch.testing.assert_close(scripted(x), ref)
+
+
 def test_failed_export_keeps_the_previous_model(supernet, space, tmp_path):
     cfg = space.min_config()
     net = supernet.export(cfg).eval()

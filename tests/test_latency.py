@@ -109,6 +109,19 @@ def test_analytic_costs_match_counting_each_module(tiny):
         assert layer_cost(space, spec) == (total, count_params(mod)), spec.key
 
 
+def test_head_cost_follows_the_feature_bias(space):
+    """The head's parameter count has the feature-mix bias only where the space has one."""
+    from dataclasses import replace
+
+    from ofa.latency.layers import head_layer
+
+    for bias in (True, False):
+        sp = SearchSpace(replace(space.cfg, feature_bias=bias))
+        spec = head_layer(sp, max(sp.cfg.resolutions))
+        mod = layer_modules(sp, [spec])[spec.key]
+        assert layer_cost(sp, spec)[1] == count_params(mod)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_prediction_is_the_sum_of_the_subnets_entries(tiny, seed):
     _, space, paths, _ = tiny

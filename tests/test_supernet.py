@@ -175,6 +175,27 @@ def test_export_matches_supernet(supernet, space, seed):
     assert n_blocks == 1 + sum(cfg.d)  # first block + the active elastic blocks
 
 
+def test_feature_bias_off_drops_that_bias_and_exports_the_same_function(params):
+    """space.feature_bias: false (the paper authors' feature-mix layer, the imagenet presets)."""
+    from dataclasses import replace
+
+    from tests.conftest import perturb
+
+    space = SearchSpace(replace(params.space, feature_bias=False))
+    torch.manual_seed(0)
+    net = perturb(OFAMobileNetV3(space)).eval()
+    assert net.classifier[0].bias is None and net.classifier[3].bias is not None
+    with_bias = OFAMobileNetV3(SearchSpace(params.space))
+    assert count_params(with_bias) - count_params(net) == params.space.feature_width
+    for seed in SEEDS:
+        cfg = space.sample(random.Random(seed))
+        static = net.export(cfg).eval()
+        assert static.classifier[0].bias is None
+        x = _x(cfg, n=3, seed=seed)
+        with torch.no_grad():
+            torch.testing.assert_close(static(x), net(x, cfg))
+
+
 def test_export_follows_training_mode(supernet, space):
     supernet.train()
     assert supernet.export(space.min_config()).training

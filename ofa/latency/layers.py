@@ -151,7 +151,8 @@ def layer_cost(space: SearchSpace, spec: LayerSpec) -> tuple[int, int]:
         return m0 + m1, p0 + p1
     if spec.kind == "head":
         m0, p0 = _conv(spec.in_c, spec.mid, 1, spec.size)
-        m1, p1 = spec.mid * c.feature_width, spec.mid * c.feature_width + c.feature_width
+        m1 = spec.mid * c.feature_width
+        p1 = m1 + (c.feature_width if c.feature_bias else 0)
         m2, p2 = c.feature_width * spec.out_c, c.feature_width * spec.out_c + spec.out_c
         return m0 + m1 + m2, p0 + p1 + p2
     return _mbconv(spec.in_c, spec.kernel, spec.mid, spec.out_c, spec.se, spec.stride, spec.size)

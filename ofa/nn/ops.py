@@ -123,7 +123,8 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:  # the feature-mix layer has none with space.feature_bias off
+                nn.init.zeros_(m.bias)
 
 
 def conv_macs(module: nn.Conv2d | nn.Linear, out: torch.Tensor) -> int:

@@ -44,7 +44,8 @@ class OFAMobileNetV3(nn.Module):
         self.final_expand = Conv2dNormActivation(in_c, c.final_expand_width, 1, norm_layer=norm,
                                                  activation_layer=nn.Hardswish)
         self.classifier = nn.Sequential(
-            nn.Linear(c.final_expand_width, c.feature_width), nn.Hardswish(inplace=True),
+            nn.Linear(c.final_expand_width, c.feature_width, bias=c.feature_bias),
+            nn.Hardswish(inplace=True),
             nn.Dropout(p=c.dropout, inplace=True), nn.Linear(c.feature_width, c.num_classes))
         init_weights(self)
 

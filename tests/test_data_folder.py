@@ -1,0 +1,307 @@
+"""Image folders stream from disk: the authors' transforms, the same batches as in memory,
+bounded resident memory, the real evaluation/export/accuracy-dataset steps, and bad folders."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ofa.config import DataConfig, to_dict
+from ofa.data import Dataset, Split, batches, load_dataset, sample_mean_std
+from ofa.data_folder import FolderSplit, load_image, scan_folder
+from ofa.errors import OFAError
+
+
+def make_folder(root: Path, per_class: int, classes: int = 10, size: int = 40,
+                val_per_class: int = 2, seed: int = 0) -> Path:
+    """train/ and val/ of small JPEGs: blurred 4x4 noise, widths vary (aspect ratios differ)."""
+    rng = np.random.default_rng(seed)
+    for part, n in (("train", per_class), ("val", val_per_class)):
+        for c in range(classes):
+            d = root / part / f"class{c:02d}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                a = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+                Image.fromarray(a).resize((size + i % 9, size), Image.BILINEAR) \
+                    .save(d / f"{i}.jpg", quality=85)
+    return root
+
+
+def folder_cfg(root: Path, **kw) -> DataConfig:
+    return DataConfig(**{"name": "imagefolder", "root": str(root), "val_size": 20,
+                         "image_size": 32, **kw})
+
+
+def in_memory(split) -> Split:
+    """The same images decoded once and held in memory (the evaluation transform)."""
+    return Split(split.take(torch.arange(len(split))), split.labels)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("folder"), per_class=8)
+
+
+# -- transforms: the paper authors' ---------------------------------------------------------
+def _odd_images(tmp_path: Path) -> list[Path]:
+    """Wide, tall, tiny, grey, palette and alpha images; an extreme ratio forces the crop's
+    fallback."""
+    g = np.random.default_rng(1)
+    specs = {"wide.jpg": ("RGB", (90, 40)), "tall.png": ("RGB", (30, 70)), "tiny.png": ("RGB", (9, 12)),
+             "grey.png": ("L", (50, 50)), "pal.png": ("P", (40, 44)), "alpha.png": ("RGBA", (41, 39)),
+             "strip.png": ("RGB", (200, 8))}
+    out = []
+    for name, (mode, (w, h)) in specs.items():
+        arr = g.integers(0, 256, (h, w, len(mode) if mode in ("RGB", "RGBA") else 1), dtype=np.uint8)
+        img = Image.fromarray(arr.squeeze(-1) if arr.shape[-1] == 1 else arr, "L" if mode in ("L", "P") else mode)
+        (img.convert("P") if mode == "P" else img).save(tmp_path / name)
+        out.append(tmp_path / name)
+    return out
+
+
+@pytest.mark.parametrize("size", [16, 32, 37])
+def test_evaluation_transform_is_the_authors_resize_and_centre_crop(tmp_path, size):
+    from torchvision import transforms as T  # the authors' (v1) pipeline as the reference
+
+    ref = T.Compose([T.Resize(int(math.ceil(size / 0.875))), T.CenterCrop(size), T.PILToTensor()])
+    for path in _odd_images(tmp_path):
+        got = load_image(path, size)
+        assert got.dtype == torch.uint8 and got.shape == (3, size, size)
+        assert torch.equal(got, ref(Image.open(path).convert("RGB"))), path.name
+
+
+def test_training_transform_is_torchvisions_crop_and_flip_from_its_own_seed(tmp_path):
+    from torchvision.transforms import v2
+
+    ref = v2.Compose([v2.RandomResizedCrop(24), v2.RandomHorizontalFlip(), v2.PILToTensor()])
+    outs = []
+    for path in _odd_images(tmp_path):
+        for seed in range(12):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                expect = ref(Image.open(path).convert("RGB"))
+            got = load_image(path, 24, seed)
+            assert torch.equal(got, expect), (path.name, seed)
+            outs.append(got)
+    assert len({bytes(x.numpy()) for x in outs}) > len(outs) // 2  # seeds differ: crops differ
+
+
+# -- the same batches as in memory ----------------------------------------------------------
+def test_folder_batches_equal_in_memory_batches(folder):
+    ds = load_dataset(folder_cfg(folder))
+    assert isinstance(ds.train, FolderSplit) and ds.train.image_shape == (3, 32, 32)
+    assert (len(ds.train), len(ds.val), len(ds.test), ds.num_classes) == (60, 20, 20, 10)
+    for split in (ds.train, ds.val, ds.test):
+        mem = in_memory(split)
+        for kw in ({}, {"generator": 5, "limit": 37}, {"generator": 6, "rank": 1, "world": 2},
+                   {"generator": 7, "drop_last": True}):
+            kw = {k: torch.Generator().manual_seed(v) if k == "generator" else v for k, v in kw.items()}
+            a = list(batches(split, 8, **kw))
+            kw = {k: torch.Generator().manual_seed(v.initial_seed()) if k == "generator" else v
+                  for k, v in kw.items()}
+            b = list(batches(mem, 8, **kw))
+            assert len(a) == len(b) > 0
+            for (xa, ya), (xb, yb) in zip(a, b):
+                assert xa.dtype == torch.uint8 and torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_training_crops_do_not_depend_on_workers_or_ranks(folder):
+    split = load_dataset(folder_cfg(folder, augment=True)).train
+    assert split.random_transform
+
+    def run(workers: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        s = dataclasses.replace(split, workers=workers)
+        gen = torch.Generator().manual_seed(11)
+        return torch.cat([x for x, _ in batches(s, 7, generator=gen, rank=rank, world=world)])
+
+    one = run(0)
+    assert torch.equal(one, run(2)) and torch.equal(one, run(1))  # bit-reproducible
+    assert torch.equal(run(2, rank=1, world=2), one[1::2])  # a rank's crops are the whole run's
+    eval_view = dataclasses.replace(split, random_crop=False)
+    gen = torch.Generator().manual_seed(11)
+    assert not torch.equal(one, torch.cat([x for x, _ in batches(eval_view, 7, generator=gen)]))
+
+
+def test_mean_std_of_a_folder_come_from_a_bounded_sample_or_from_params(folder):
+    ds = load_dataset(folder_cfg(folder))  # 60 training images: the sample takes all of them
+    x = in_memory(ds.train).images.double().div(255)
+    for got, expect in ((ds.mean, x.mean(dim=(0, 2, 3))), (ds.std, x.std(dim=(0, 2, 3)))):
+        torch.testing.assert_close(torch.tensor(got, dtype=torch.float64), expect, atol=1e-9, rtol=0)
+    part_mean, _ = sample_mean_std(ds.train, 10)
+    assert part_mean != ds.mean  # bounded: 10 images are not 60
+    given = load_dataset(folder_cfg(folder, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]))
+    assert given.mean == (0.485, 0.456, 0.406) and given.std == (0.229, 0.224, 0.225)
+    with pytest.raises(OFAError, match="data.mean: 1 values for 3-channel"):
+        load_dataset(folder_cfg(folder, mean=[0.5], std=[0.2]))
+
+
+def test_new_data_keys_are_optional_and_left_out_of_fingerprints_at_their_defaults(params):
+    assert set(to_dict(params.data)) == {"name", "root", "val_size", "split_seed", "image_size",
+                                         "augment", "subset"}
+    assert to_dict(dataclasses.replace(params.data, workers=4))["workers"] == 4
+    for bad, key in (({"mean": (0.5,)}, "data.std"), ({"std": (0.5,)}, "data.mean"),
+                     ({"mean": (0.5,), "std": (0.0,)}, "data.std"),
+                     ({"mean": (0.5, 0.5), "std": (0.2,)}, "data.std"), ({"workers": -1}, "data.workers")):
+        with pytest.raises(OFAError, match=key):
+            dataclasses.replace(params.data, **bad)
+
+
+# -- bounded memory -------------------------------------------------------------------------
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def test_reading_a_whole_folder_keeps_resident_memory_bounded(tmp_path):
+    """3000 JPEGs decoded at 64 px are 37 MB as uint8; streaming them all through `batches`
+    (train with random crops, val, test) grows this process by a few MB at most, while holding
+    the training split decoded at once (as the old loader held every split) grows it by more
+    than that split's size (measured here: 0.1 MB streaming everything, 72 MB holding the
+    33 MB training split: the decoded list plus the stacked tensor)."""
+    root = make_folder(tmp_path, per_class=290, size=64, val_per_class=10)
+    ds = load_dataset(folder_cfg(root, image_size=64, val_size=100, augment=True,
+                                 mean=[0.5] * 3, std=[0.25] * 3))
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 3000
+    decoded = 3000 * 3 * 64 * 64
+    for _ in batches(ds.train, 50, generator=torch.Generator().manual_seed(0), limit=300):
+        pass  # warm up: workers, imports, the allocator
+    base = peak = _rss()
+    seen = 0
+    for split in (ds.train, ds.val, ds.test):
+        for _, y in batches(split, 50, generator=torch.Generator().manual_seed(1)):
+            seen += len(y)
+            peak = max(peak, _rss())
+    assert seen == 3000
+    grown = peak - base
+    assert grown < decoded / 4, f"streaming grew resident memory by {grown / 2**20:.1f} MB"
+    held = ds.train.take(torch.arange(len(ds.train)))  # old-style: the split decoded at once
+    old = _rss() - base
+    assert held.numel() == len(ds.train) * 3 * 64 * 64 and old > held.numel() > 4 * grown, \
+        f"holding grew {old / 2**20:.1f} MB, streaming {grown / 2**20:.1f} MB"
+
+
+# -- the real steps on a folder -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def folder_params(folder, tmp_path_factory):
+    from tests.conftest import tiny_space_params
+
+    return tiny_space_params(tmp_path_factory.mktemp("p"), data={
+        "name": "imagefolder", "root": str(folder), "image_size": 32, "val_size": 20,
+        "augment": False, "workers": 2}, space={"in_channels": 3})
+
+
+@pytest.fixture(scope="module")
+def tiny_net(folder_params):
+    from ofa.nn.supernet import OFAMobileNetV3
+    from ofa.space import SearchSpace
+    from tests.conftest import perturb
+
+    torch.manual_seed(0)
+    return perturb(OFAMobileNetV3(SearchSpace(folder_params.space))).eval()
+
+
+def test_bn_recalibration_and_evaluation_on_a_folder_equal_the_in_memory_path(folder_params, tiny_net):
+    from ofa.evaluate import EvalSettings, evaluate_subnet
+
+    data = load_dataset(folder_params.data, folder_params.space)
+    mem = Dataset(*(in_memory(getattr(data, s)) for s in ("train", "val", "test")),
+                  data.mean, data.std, data.num_classes)
+    s = EvalSettings(batch_size=16, calib_images=40, channels_last=True)
+    for cfg in (tiny_net.space.max_config(12), tiny_net.space.min_config(16)):
+        row = evaluate_subnet(tiny_net, cfg, data, s, ("val", "test"))
+        assert 0.0 <= row["val_acc"] <= 1.0 and 0.0 <= row["test_acc"] <= 1.0
+        assert row == evaluate_subnet(tiny_net, cfg, mem, s, ("val", "test"))
+
+
+def test_calibration_with_the_training_transform_is_seeded(folder_params, tiny_net):
+    """With data.augment a folder's training split (so BN calibration, as the paper authors')
+    uses random crops; the calibration sample is still the same every time."""
+    from ofa.evaluate import EvalSettings, calibration_inputs
+
+    data = load_dataset(dataclasses.replace(folder_params.data, augment=True))
+    s = EvalSettings(batch_size=16, calib_images=40, channels_last=False)
+    a, b = calibration_inputs(data, 16, s), calibration_inputs(data, 16, s)
+    assert len(a) == 3 and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_accuracy_dataset_and_export_on_a_folder(folder_params, tiny_net, tmp_path):
+    from ofa.evaluate import EvalSettings
+    from ofa.export import export_choice
+    from ofa.predictor.dataset import measure_configs, sample_configs
+
+    data = load_dataset(folder_params.data, folder_params.space)
+    s = EvalSettings(batch_size=16, calib_images=32, channels_last=False)
+    configs = sample_configs(tiny_net.space, 3, seed=0)
+    rows = measure_configs(tiny_net, configs, data, s, val_images=20)
+    assert [r["config"] for r in rows] == [str(c) for c in configs]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    rec = export_choice(tiny_net, configs[1], tmp_path / "m", data, s, check_images=8, test_images=20)
+    assert rec["onnx_max_abs_diff"] <= 1e-4 and 0.0 <= rec["test_acc"] <= 1.0
+
+
+def test_data_gate_on_a_folder_checks_a_sample_and_digests_the_file_list(folder, tmp_path):
+    pytest.importorskip("great_expectations")
+    from ofa.validation import data_manifest, validate_raw_data
+
+    cfg = folder_cfg(folder, mean=[0.5] * 3, std=[0.25] * 3)
+    data = load_dataset(cfg)
+    res = validate_raw_data(data, tmp_path, 10, cfg.val_size)
+    assert res["success"] and any(r["kwargs"].get("column") == "read_error" for r in res["results"])
+    manifest = data_manifest(data)
+    assert manifest["train"]["images"] == 60 and manifest["val"]["shape"] == [3, 32, 32]
+    assert manifest == data_manifest(load_dataset(cfg))
+    target = Path(data.test.path(0))
+    target.write_bytes(target.read_bytes() + b"\0")  # one more byte: a new digest
+    assert data_manifest(load_dataset(cfg))["test"]["sha256"] != manifest["test"]["sha256"]
+
+
+# -- bad folders ----------------------------------------------------------------------------
+def test_a_folder_without_classes_is_refused(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    with pytest.raises(OFAError, match="has no class folders"):
+        load_dataset(folder_cfg(tmp_path))
+    (tmp_path / "train" / "cat").mkdir()
+    with pytest.raises(OFAError, match="no valid file"):
+        load_dataset(folder_cfg(tmp_path))
+
+
+def test_val_classes_must_equal_trains(tmp_path):
+    make_folder(tmp_path, per_class=3, classes=3)
+    (tmp_path / "val" / "class02").rename(tmp_path / "val" / "class09")
+    with pytest.raises(OFAError, match=r"other classes than train/: missing \['class02'\], "
+                                       r"extra \['class09'\]"):
+        load_dataset(folder_cfg(tmp_path, val_size=2))
+
+
+def test_an_unreadable_image_stops_with_one_line_naming_it(tmp_path):
+    make_folder(tmp_path, per_class=4, classes=3)
+    bad = tmp_path / "val" / "class01" / "1.jpg"
+    bad.write_bytes(b"not an image")
+    split = scan_folder(tmp_path / "val", 16, workers=2)
+    with pytest.raises(OFAError) as info:
+        list(batches(split, 2))
+    assert str(info.value).startswith(f"cannot read image {bad}") and "\n" not in str(info.value)
+    with pytest.raises(OFAError, match="cannot read image"):
+        split.take(torch.arange(len(split)))
+
+
+def test_the_cli_reports_an_unreadable_image_as_one_error_line(tmp_path):
+    from tests.cli_support import assert_clean_error, cli, params_dict, write_params
+
+    root = make_folder(tmp_path / "imgs", per_class=4, classes=3)
+    (root / "train" / "class02" / "3.jpg").write_bytes(b"\xff\xd8 truncated")
+    raw = params_dict(tmp_path, {"data": {"name": "imagefolder", "root": str(root),
+                                          "image_size": 16, "val_size": 2, "subset": 0},
+                                 "space": {"in_channels": 3}})
+    params = write_params(tmp_path, raw)
+    proc = cli(["--params", str(params), "validate", "data"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert_clean_error(proc, "cannot read image", "3.jpg")
