@@ -16,120 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ofa.config_space import Activation, ConvSpec, SpaceConfig, StageSpec  # noqa: F401
+from ofa.config_train import (DataConfig, PhaseConfig, SamplingConfig,  # noqa: F401
+                              ScratchConfig, TrainConfig)
 from ofa.config_specialize import (ConstraintsConfig, DeviceConfig, LatencyConfig,
                                    OrchestrationConfig, PredictorConfig, SearchConfig,
                                    VerifyConfig)
-from ofa.errors import (SAFE_NAME, SAFE_NAME_RULE, OFAError, Range, bounded, optional, require,
+from ofa.errors import (SAFE_NAME, SAFE_NAME_RULE, OFAError, Range, optional, require,
                         safe_name)
 from ofa.yaml_io import read_yaml, strict_yaml  # noqa: F401 - read_yaml: the loader's door
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    name: Literal["fashion_mnist", "cifar10", "imagefolder"]
-    root: str
-    val_size: int = 10000
-    split_seed: int = 0
-    image_size: int = 28
-    augment: bool = False  # in memory: 2-px shifts and flips; a folder: random resized crops
-    subset: int = 0  # 0 = use every training image; >0 caps the training split (smoke runs)
-    # image folders stream from disk: DataLoader worker processes per loader (0 = in-process)
-    workers: int = optional(2, omit_at_default=True)
-    # per-channel normalisation (e.g. ImageNet's); unset: computed from the training images
-    mean: tuple[float, ...] | None = optional(None, omit_at_default=True)
-    std: tuple[float, ...] | None = optional(None, omit_at_default=True)
-
-    def __post_init__(self) -> None:
-        _require(self.val_size > 0, "data.val_size", "must be positive")
-        _require(self.subset >= 0, "data.subset", "must be >= 0")
-        _require(self.image_size >= 8, "data.image_size", "must be at least 8")
-        _require(0 <= self.workers <= 64, "data.workers", "must be in [0, 64]")
-        _require((self.mean is None) == (self.std is None), "data.std" if self.std is None
-                 else "data.mean", "data.mean and data.std go together (give both or neither)")
-        if self.mean is not None and self.std is not None:
-            _require(len(self.mean) == len(self.std) > 0, "data.std",
-                     f"needs one value per channel, as data.mean ({len(self.mean)})")
-            _require(all(v > 0 for v in self.std), "data.std", "must be positive")
-
-    @property
-    def augment_batches(self) -> bool:
-        """Whether training batches go through `ofa.data.augment` (in-memory data): a folder
-        augments while it decodes (random resized crop and flip, ofa/data_folder.py)."""
-        return self.augment and self.name != "imagefolder"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    batch_size: int
-    eval_batch_size: int
-    threads: int
-    channels_last: bool
-    momentum: float = bounded("[0, 1)")
-    nesterov: bool = field()
-    weight_decay: float = bounded("[0, 1]")
-    label_smoothing: float = bounded("[0, 1)")
-    bn_calib_images: int = field()
-    eval_images: int = field()  # validation images for per-epoch metrics (0 = whole split)
-    # runs the validation and test passes of `ofa-cli evaluate` and the export's test pass
-    eval_backend: Literal["torch", "onnxruntime"] = field()
-    final_eval_images: int = 0  # images per split for `ofa-cli evaluate` (0 = whole split)
-    processes: int = optional(2)  # local data-parallel training workers (ofa/launch.py)
-    checkpoint_dir: str = optional("data/checkpoints")
-    report_dir: str = optional("reports/train")
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        _require(self.batch_size > 0, "train.batch_size", "must be positive")
-        _require(self.eval_batch_size > 0, "train.eval_batch_size", "must be positive")
-        _require(self.threads >= 0, "train.threads", "must be >= 0 (0 = torch default)")
-        _require(1 <= self.processes <= 256, "train.processes", "must be in [1, 256]")
-        _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
-        _require(self.bn_calib_images > 0, "train.bn_calib_images", "must be positive")
-        _require(self.eval_images >= 0, "train.eval_images", "must be >= 0")
-        _require(self.final_eval_images >= 0, "train.final_eval_images", "must be >= 0 (0 = all)")
-        _require(0.0 <= self.momentum < 1.0, "train.momentum", "must be in [0, 1)")
-        _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
-
-
-@dataclass(frozen=True)
-class PhaseConfig:
-    kernel: tuple[int, ...]
-    expand: tuple[int, ...]
-    depth: tuple[int, ...]
-    epochs: int
-    lr: float = bounded("(0, 10]")
-    warmup_epochs: float = bounded("[0, 1000]")
-    images_per_epoch: int = field()  # 0 = the whole training split
-    subnets_per_step: int = field()
-    kd_ratio: float = bounded("[0, 100]")
-    init_from: str | None = optional(None)
-    elastic_resolution: bool = optional(True)
-    # where the soft labels come from: the teacher phase's checkpoint (the paper), or the
-    # step's own largest subnet (BigNAS's in-place distillation; needs a sandwich sampling)
-    kd_from: Literal["teacher", "largest"] = optional("teacher")
-    fixed: str | None = optional(None)  # one subnet only (a from-scratch baseline: the supernet
-    # restricted to this config, at its resolution); written by `ofa-cli train-scratch`
-
-    def __post_init__(self) -> None:
-        _require(self.epochs > 0, "epochs", "must be positive")
-        _require(self.lr > 0, "lr", "must be positive")
-        _require(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs",
-                 f"must be in [0, epochs] = [0, {self.epochs}]")
-        _require(self.images_per_epoch >= 0, "images_per_epoch", "must be >= 0")
-        _require(self.subnets_per_step >= 1, "subnets_per_step", "must be >= 1")
-        _require(self.kd_ratio >= 0, "kd_ratio", "must be >= 0")
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """What the shrinking phases draw (ofa/sampling.py): one switch between the paper's
-    progressive shrinking, the sandwich rule and everything elastic at once."""
-
-    rule: Literal["progressive", "progressive_sandwich", "naive", "naive_sandwich"] = \
-        "progressive_sandwich"
-    # once: importance-sort channels before the first elastic-width phase; nested: also the
-    # paper authors' nested re-sort before a phase that opens narrower widths
-    channel_sort: Literal["once", "nested"] = "nested"
 
 
 @dataclass(frozen=True)
@@ -143,6 +37,7 @@ class Params:
     latency: LatencyConfig = LatencyConfig()
     search: SearchConfig = SearchConfig()
     verify: VerifyConfig = optional(VerifyConfig())
+    scratch: ScratchConfig = optional(ScratchConfig(), omit_at_default=True)
     devices: dict[str, DeviceConfig] = field(default_factory=dict)
     constraints: dict[str, ConstraintsConfig] = field(default_factory=dict)
     orchestration: OrchestrationConfig = OrchestrationConfig()

@@ -1,5 +1,6 @@
-"""From-scratch baselines: one subnet trained alone from random initialisation with the teacher
-phase's recipe and image budget, at its own resolution (optionally distilled from the teacher).
+"""From-scratch baselines: one subnet trained alone from random initialisation with the recipe
+and image budget of params `scratch:` (the default teacher phase's), at its own resolution
+(optionally distilled from the teacher).
 
 It is a phase of the one training loop (`PhaseConfig.fixed`: the supernet restricted to one
 config, which keeps the fast CPU kernel), so it resumes after a kill like every phase and
@@ -28,12 +29,15 @@ def scratch_name(cfg: SubnetConfig, distill: bool) -> str:
 
 
 def with_scratch_phase(params: Params, cfg: SubnetConfig, distill: bool) -> tuple[Params, str]:
-    """`params` plus the phase that trains `cfg` alone: the teacher phase's epochs, images,
-    learning rate and warm-up, no initialisation from another phase, its own resolution only,
-    and (with `distill`) the teacher's soft labels at kd_ratio 1 as in the shrinking phases."""
+    """`params` plus the phase that trains `cfg` alone: the teacher phase's settings with the
+    epochs, images, learning rate and warm-up of `params.scratch`, no initialisation from
+    another phase, its own resolution only, and (with `distill`) the teacher's soft labels at
+    kd_ratio 1 as in the shrinking phases."""
     name = scratch_name(cfg, distill)
+    rec = params.scratch
     phase = dataclasses.replace(
-        params.phase("teacher"), kernel=tuple(sorted(set(cfg.ks))),
+        params.phase("teacher"), epochs=rec.epochs, lr=rec.lr, warmup_epochs=rec.warmup_epochs,
+        images_per_epoch=rec.images_per_epoch, kernel=tuple(sorted(set(cfg.ks))),
         expand=tuple(sorted(set(cfg.e))), depth=tuple(sorted(set(cfg.d))), fixed=str(cfg),
         kd_ratio=1.0 if distill else 0.0, init_from=None, kd_from="teacher",
         elastic_resolution=False, subnets_per_step=1)

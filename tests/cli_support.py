@@ -23,6 +23,7 @@ TINY = {
     "train": {"batch_size": 32, "eval_batch_size": 64, "eval_images": 64, "bn_calib_images": 64,
               "final_eval_images": 64, "threads": 1},
     "phases": {name: {"epochs": 1, "images_per_epoch": 64} for name in PHASES},
+    "scratch": {"epochs": 1, "images_per_epoch": 64},
 }
 
 

@@ -18,7 +18,7 @@ from ofa.paths import export_record
 from tests.cli_support import CLI, assert_clean_error, cli, params_dict, write_params
 
 RESUME = {"data": {"subset": 512}, "train": {"processes": 1},
-          "phases": {"teacher": {"epochs": 3, "images_per_epoch": 512, "warmup_epochs": 0.3}}}
+          "scratch": {"epochs": 3, "images_per_epoch": 512, "warmup_epochs": 0.3}}
 
 
 def _min_config(path: Path) -> str:
@@ -38,7 +38,7 @@ def test_a_subnet_trains_alone_in_two_workers_and_reports_its_cost(tmp_path: Pat
     report = json.loads((tmp_path / "scratch" / f"{name}.json").read_text())
     assert report["config"] == cfg and not report["distilled"]
     assert 0.0 <= report["test_acc"] <= 1.0 and report["train_seconds"] > 0
-    assert report["images_seen"] == 64  # the teacher phase's budget here: 64 images, batch 32
+    assert report["images_seen"] == 64  # params scratch's budget here: 64 images, batch 32
     history = json.loads((tmp_path / "reports" / f"{name}.json").read_text())["history"]
     assert [set(h) >= {"val_acc_max"} and "val_acc_min" not in h for h in history] == [True]
 
@@ -103,3 +103,19 @@ def test_a_killed_scratch_run_resumes_to_the_same_weights(tmp_path: Path):
     wb = load_checkpoint(final)["model"]
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=lambda m, k=k: f"{k}: {m}")
+
+
+def test_the_scratch_recipe_is_its_own_key_not_the_teachers(tmp_path: Path):
+    """A preset that shortens the teacher phase leaves the baseline's recipe as it was."""
+    from ofa.scratch import with_scratch_phase
+
+    raw = params_dict(tmp_path, {"phases": {"teacher": {"epochs": 2, "lr": 0.05}},
+                                 "scratch": {"epochs": 5, "lr": 0.2, "warmup_epochs": 0.5,
+                                             "images_per_epoch": 96}})
+    params = load_params(write_params(tmp_path, raw))
+    cfg = SearchSpace(params.space).min_config(24)
+    tuned, name = with_scratch_phase(params, cfg, False)
+    ph = tuned.phase(name)
+    assert (ph.epochs, ph.lr, ph.warmup_epochs, ph.images_per_epoch) == (5, 0.2, 0.5, 96)
+    assert ph.fixed == str(cfg) and ph.init_from is None and not ph.elastic_resolution
+    assert tuned.phase("teacher").epochs == 2   # the teacher itself is unchanged
