@@ -29,6 +29,9 @@ class DataConfig:
     # per-channel normalisation (e.g. ImageNet's); unset: computed from the training images
     mean: tuple[float, ...] | None = optional(None, omit_at_default=True)
     std: tuple[float, ...] | None = optional(None, omit_at_default=True)
+    # BN recalibration (ofa/bn.py): exact (unbiased batch variances) | authors (the paper
+    # authors' set_running_statistics: biased ones; the imagenet presets, for imported nets)
+    bn_recal: Literal["exact", "authors"] = optional("exact", omit_at_default=True)
 
     def __post_init__(self) -> None:
         _require(self.val_size > 0, "data.val_size", "must be positive")

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ofa.bn import recalibrate
-from ofa.config import Params, TrainConfig
+from ofa.bn import BnRecal, recalibrate
+from ofa.config import Params
 from ofa.data import Dataset, Split, batches, load_dataset, to_input
 from ofa.inference import accuracy, split_hits
 from ofa.nn.static import count_macs, count_params
@@ -26,10 +26,12 @@ class EvalSettings:
     batch_size: int
     calib_images: int
     channels_last: bool
+    bn_recal: BnRecal = "exact"   # how BN statistics are re-estimated (ofa/bn.py)
 
     @classmethod
-    def from_train(cls, tc: TrainConfig) -> "EvalSettings":
-        return cls(tc.eval_batch_size, tc.bn_calib_images, tc.channels_last)
+    def of(cls, params: Params) -> "EvalSettings":
+        tc = params.train
+        return cls(tc.eval_batch_size, tc.bn_calib_images, tc.channels_last, params.data.bn_recal)
 
 
 def calibration_inputs(data: Dataset, resolution: int, s: EvalSettings) -> list[torch.Tensor]:
@@ -80,7 +82,7 @@ def prepare_subnet(supernet: OFAMobileNetV3, cfg: SubnetConfig, data: Dataset,
     net = supernet.export(cfg)
     if s.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    recalibrate(net, (inputs or InputCache(data, s)).calibration(cfg.r))
+    recalibrate(net, (inputs or InputCache(data, s)).calibration(cfg.r), s.bn_recal)
     return net.eval()
 
 
@@ -108,7 +110,7 @@ def evaluate_checkpoint(params: Params, path: Path, extra: list[str],
     jobs += [(f"given{i}", space.validate(SubnetConfig.parse(t))) for i, t in enumerate(extra)]
     net = load_for_inference(params, path)
     data = load_dataset(params.data, params.space)
-    settings = EvalSettings.from_train(params.train)
+    settings = EvalSettings.of(params)
     rows, inputs = [], InputCache(data, settings)
     with make_progress(show_progress) as bar:
         task = bar.add_task("evaluate", total=len(jobs), info="")

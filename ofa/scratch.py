@@ -51,7 +51,7 @@ def write_scratch_report(params: Params, name: str) -> dict:
     train = json.loads(paths.train_report(params, name).read_text())
     net = load_for_inference(params, paths.checkpoint(params, name))
     data = load_dataset(params.data, params.space)
-    row = evaluate_subnet(net, cfg, data, EvalSettings.from_train(params.train), ("val", "test"),
+    row = evaluate_subnet(net, cfg, data, EvalSettings.of(params), ("val", "test"),
                           params.train.final_eval_images, backend=params.train.eval_backend)
     ph = params.phase(name)
     steps = epoch_steps(ph, len(data.train), params.train.batch_size)

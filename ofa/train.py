@@ -165,7 +165,7 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
     if steps == 0:
         raise OFAError(f"phase {phase}: fewer images per epoch than one batch ({tc.batch_size})")
     total, warmup = ph.epochs * steps, int(ph.warmup_epochs * steps)
-    settings = EvalSettings.from_train(tc)
+    settings = EvalSettings.of(params)
     report = paths.train_report(params, phase)
     with make_progress(show_progress and ctx.is_main) as bar:
         for epoch in range(start_epoch, ph.epochs):

@@ -16,7 +16,6 @@ from ofa import paths
 from ofa.config import Params
 from ofa.errors import OFAError
 from ofa.evaluate import EvalSettings, InputCache, evaluate_subnet
-from ofa.export import build_static
 from ofa.latency.check import calibration_record, subnet_items
 from ofa.latency.measure import make_runners, time_interleaved, torch_threads
 from ofa.latency.model import LatencyModel
@@ -46,7 +45,7 @@ class DeviceMeter:
         self.params, self.device, self.net, self.data = params, device, supernet, data
         self.space = SearchSpace(params.space)
         self.refs, self.then = reference_subnets(params, device)
-        self.settings = EvalSettings.from_train(params.train)
+        self.settings = EvalSettings.of(params)
         self.inputs = InputCache(data, self.settings)
         self.timed: dict[str, dict] = {}
         self.acc: dict[str, float] = {}
@@ -59,9 +58,9 @@ class DeviceMeter:
         if todo:
             dev, lat = self.params.device(self.device), self.params.latency
             cfgs = [self.space.validate(SubnetConfig.parse(c)) for c in todo]
-            shape = (dev.batch_size, self.space.cfg.in_channels)
-            items = [(build_static(self.space, c), shape + (c.r, c.r)) for c in cfgs]
-            items += subnet_items(self.params, self.device, self.refs, lat.seed)
+            # one seeded random-weight supernet for candidates and references alike (building
+            # one per candidate was a third of a smoke session)
+            items = subnet_items(self.params, self.device, cfgs + list(self.refs), lat.seed)
             with torch_threads(dev.threads):
                 ms = time_interleaved(make_runners(items, dev), lat.warmup,
                                       self.params.verify.rounds, seed=lat.seed + 200 + len(self.sessions),

@@ -94,3 +94,13 @@ def fixture_input(seed: int, batch: int, channels: int, resolution: int) -> torc
     offset = torch.randn(batch, channels, 1, 1, generator=g)
     scale = 0.5 + torch.rand(batch, 1, 1, 1, generator=g)
     return offset + scale * (coarse + 0.5 * fine)
+
+
+CALIB_SEEDS, CALIB_SIZES, CALIB_R = (31, 32, 33), (4, 4, 2), 128  # a short last batch
+
+
+def calibration_batches() -> list:
+    """Three fixed batches at CALIB_R, each around its own mean (pooled and per-batch
+    statistics disagree), the last one short (the batches are weighted by their size)."""
+    return [fixture_input(seed, n, 3, CALIB_R) * (1 + 0.3 * i) + 0.2 * i
+            for i, (seed, n) in enumerate(zip(CALIB_SEEDS, CALIB_SIZES))]

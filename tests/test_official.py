@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ofa.bn import recalibrate
 from ofa.checkpoint import load_checkpoint, save_checkpoint
 from ofa.cli import OFFLINE_ENV
 from ofa.config import load_params, to_dict
@@ -30,7 +31,8 @@ from ofa.official import (config_from_official, export_official, import_official
 from ofa.space import SearchSpace
 from ofa.weights import load_supernet
 from tests.cli_support import assert_clean_error, cli
-from tests.official_weights import fixture_input, state_digest, weights_from_keys
+from tests.official_weights import (calibration_batches, fixture_input, state_digest,
+                                    weights_from_keys)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "official"
@@ -156,6 +158,32 @@ def test_imported_supernet_and_its_exports_compute_the_authors_logits(imported, 
                 assert diff <= TOLERANCE, f"{how} {case['name']} r{case['r']}: {diff:.2e}"
     assert len(golden["cases"]) >= 20 and len(inputs) == 2
     assert meta["imported"]["sha256"] and meta["complete"]
+
+
+def test_authors_bn_recalibration_reproduces_theirs(imported, golden, preset_params):
+    """data.bn_recal: authors (the imagenet presets) gives their set_running_statistics' logits
+    on the same batches (a short last one included); the exact mode (unbiased variances) does
+    not, so the fixture tells the two apart."""
+    if "bn_recal" not in golden:
+        pytest.skip("the fixture records the authors' BN recalibration for w1.0")
+    assert preset_params.data.bn_recal == "authors"
+    recal = golden["bn_recal"]
+    batches = [x.double() for x in calibration_batches()]
+    assert [len(x) for x in batches] == recal["sizes"]
+    assert state_digest({"x": torch.cat(calibration_batches())}) == recal["sha256"]
+    net, _ = load_supernet(preset_params, imported)
+    space = SearchSpace(preset_params.space)
+    x = fixture_input(golden["input"]["seed"], golden["input"]["batch"], 3, recal["r"]).double()
+    for case in recal["cases"]:
+        cfg = config_from_official(case["ks"], case["e"], case["d"], case["r"], space)
+        want = torch.tensor(case["logits"], dtype=torch.float64)
+        diffs = {}
+        for mode in ("authors", "exact"):
+            static = recalibrate(net.export(cfg).double(), batches, mode).eval()
+            with torch.no_grad():
+                diffs[mode] = float((static(x) - want).abs().max() / want.abs().max())
+        assert diffs["authors"] <= TOLERANCE, (case["name"], diffs)
+        assert diffs["exact"] > 10 * TOLERANCE, (case["name"], diffs)
 
 
 def test_config_convention_is_the_authors_block_order(preset_params):

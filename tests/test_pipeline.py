@@ -118,10 +118,10 @@ def test_registering_a_device_adds_only_its_stages(repo_copy: Path):
     # its own stages, and the report, which declares which devices it covers
     new = {"latency@ort2-b4", "gate-latency@ort2-b4", "search@ort2-b4", "export@ort2-b4", "report"}
     assert changed == new, changed
-    out = run([dvc, "repro"], repo_copy, env)
-    # its own stages, then the report that gains its rows; no other device is touched
+    # what `dvc repro` runs: its own stages and the report, no other device's (running them
+    # for real is test_flows.py's new-devices flow, which checks the record after)
+    out = run([dvc, "repro", "--dry"], repo_copy, env)
     assert ran_stages(out) == new, out
-    assert "## ort2-b4" in (repo_copy / "reports/pareto.md").read_text()
     # a changed limit stales the device's search, export and the report, not its table
     # (what `dvc repro` would rerun: test_an_experiment_reruns_only_what_changed runs one)
     params["constraints"]["ort2-b4"] = {"latency_frac": [0.4]}

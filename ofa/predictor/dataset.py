@@ -73,7 +73,7 @@ def measure_supernet(params: Params, net, configs: Sequence[SubnetConfig],
                      progress=None) -> list[dict]:
     """measure_configs with the params' data, evaluation settings and backend."""
     return measure_configs(net, configs, load_dataset(params.data, params.space),
-                           EvalSettings.from_train(params.train), params.predictor.val_images,
+                           EvalSettings.of(params), params.predictor.val_images,
                            progress, params.predictor.backend)
 
 
