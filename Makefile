@@ -29,8 +29,11 @@ $(FASHION_MNIST):
 run: setup
 	dvc repro
 
+# Two parts: the unit tests on two workers (torch runs one thread in each), then the `serial`
+# ones alone (tests/conftest.py marks them): pipelines, several processes, real timings.
 test: setup
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=10 -n 2 --dist loadfile -m "not serial"
+	$(PY) -m pytest -q --durations=15 -m serial
 
 benchmark: setup
 	ofa-cli benchmark

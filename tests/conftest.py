@@ -19,6 +19,18 @@ ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 
+SERIAL_FIXTURES = {"smoke_repo", "repo_copy", "prefect_api"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark `serial` what `make test` runs alone after its two-worker part: the slow tests,
+    those on the shared smoke repository or a Prefect API (one per worker would be built
+    twice), and several processes or a server of their own."""
+    for item in items:
+        if item.get_closest_marker("slow") or SERIAL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.serial)
+
+
 @pytest.fixture(scope="session")
 def params() -> Params:
     return load_params(ROOT / "params.yaml")
