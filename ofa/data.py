@@ -36,6 +36,7 @@ class Split:
     images: torch.Tensor  # uint8, N x C x H x W
     labels: torch.Tensor  # int64, N
     random_transform = False  # (class constant) augmentation is the caller's: `augment`
+    streams = False  # (class constant) held in memory: a pass's inputs may be kept (InputCache)
 
     def __len__(self) -> int:
         return int(self.labels.numel())

@@ -127,6 +127,8 @@ class FolderSplit:
     workers: int = 0
     random_crop: bool = False
 
+    streams = True  # read from disk on every pass: nothing of the split is kept (InputCache)
+
     def __len__(self) -> int:
         return int(self.labels.numel())
 

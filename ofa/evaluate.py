@@ -60,20 +60,41 @@ class InputCache:
             self._memo[key] = calibration_inputs(self.data, resolution, self.s)
         return self._memo[key]
 
-    def split(self, name: str, resolution: int, limit: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def split(self, name: str, resolution: int, limit: int = 0) -> "list | Streamed":
+        """The split's labelled model inputs: kept for in-memory data, read again on every
+        pass for a folder (an ImageNet split as floats would not fit in memory)."""
+        split = getattr(self.data, name)
+        if split.streams:
+            return Streamed(split, resolution, self.data, self.s, limit)
         key = (name, resolution, limit)
         if key not in self._memo:
-            d, s = self.data, self.s
-            self._memo[key] = [(to_input(x, resolution, d.mean, d.std, s.channels_last), y)
-                               for x, y in batches(getattr(d, name), s.batch_size, limit=limit)]
+            self._memo[key] = list(Streamed(split, resolution, self.data, self.s, limit))
         return self._memo[key]
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """A split's labelled model inputs in evaluation order, decoded batch by batch on each
+    pass (len: the number of batches)."""
+    split: object
+    resolution: int
+    data: Dataset
+    s: EvalSettings
+    limit: int = 0
+
+    def __iter__(self):
+        d, s = self.data, self.s
+        for x, y in batches(self.split, s.batch_size, limit=self.limit):
+            yield to_input(x, self.resolution, d.mean, d.std, s.channels_last), y
+
+    def __len__(self) -> int:
+        n = len(self.split) if self.limit <= 0 else min(self.limit, len(self.split))
+        return -(-n // self.s.batch_size)
 
 
 def top1(model: nn.Module, split: Split, resolution: int, data: Dataset, s: EvalSettings,
          limit: int = 0, backend: str = "torch") -> float:
-    labelled = [(to_input(x, resolution, data.mean, data.std, s.channels_last), y)
-                for x, y in batches(split, s.batch_size, limit=limit)]
-    return accuracy(split_hits(model, [labelled], backend)[0])
+    return accuracy(split_hits(model, [Streamed(split, resolution, data, s, limit)], backend)[0])
 
 
 def prepare_subnet(supernet: OFAMobileNetV3, cfg: SubnetConfig, data: Dataset,

@@ -13,14 +13,14 @@ from __future__ import annotations
 import copy
 import io
 import warnings
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
 
 ORT_BATCH = 128   # rows per ONNX Runtime run (100-128 ran faster than 500 here)
 
-Labelled = list[tuple[torch.Tensor, torch.Tensor]]
+Labelled = Iterable[tuple[torch.Tensor, torch.Tensor]]  # re-iterable, with len()
 
 
 @torch.no_grad()
@@ -83,7 +83,7 @@ def split_hits(model: nn.Module, splits: Sequence[Labelled], backend: str,
     `threads` (default: torch's current thread count)."""
     if backend != "onnxruntime":
         return [hits(model, labelled) for labelled in splits]
-    example = next((labelled[0][0] for labelled in splits if labelled), None)
+    example = next((next(iter(labelled))[0] for labelled in splits if len(labelled)), None)
     if example is None:
         return [torch.zeros(0, dtype=torch.bool) for _ in splits]
     sess = onnx_session(model, example, threads or torch.get_num_threads())

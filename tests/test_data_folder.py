@@ -208,16 +208,22 @@ def tiny_net(folder_params):
 
 
 def test_bn_recalibration_and_evaluation_on_a_folder_equal_the_in_memory_path(folder_params, tiny_net):
-    from ofa.evaluate import EvalSettings, evaluate_subnet
+    from ofa.evaluate import EvalSettings, InputCache, evaluate_subnet
 
     data = load_dataset(folder_params.data, folder_params.space)
     mem = Dataset(*(in_memory(getattr(data, s)) for s in ("train", "val", "test")),
                   data.mean, data.std, data.num_classes)
     s = EvalSettings(batch_size=16, calib_images=40, channels_last=True)
+    cache = InputCache(data, s)
     for cfg in (tiny_net.space.max_config(12), tiny_net.space.min_config(16)):
-        row = evaluate_subnet(tiny_net, cfg, data, s, ("val", "test"))
-        assert 0.0 <= row["val_acc"] <= 1.0 and 0.0 <= row["test_acc"] <= 1.0
-        assert row == evaluate_subnet(tiny_net, cfg, mem, s, ("val", "test"))
+        for backend in ("torch", "onnxruntime"):
+            row = evaluate_subnet(tiny_net, cfg, data, s, ("val", "test"), inputs=cache,
+                                  backend=backend)
+            assert 0.0 <= row["val_acc"] <= 1.0 and 0.0 <= row["test_acc"] <= 1.0
+            assert row == evaluate_subnet(tiny_net, cfg, mem, s, ("val", "test"), backend=backend)
+    # a folder's splits stream on every pass: only the 40 calibration images per resolution
+    # are kept (an ImageNet split held as floats would not fit in memory)
+    assert {key[0] for key in cache._memo} == {"calibration"}
 
 
 def test_calibration_with_the_training_transform_is_seeded(folder_params, tiny_net):
