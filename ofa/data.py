@@ -51,6 +51,10 @@ class Split:
     def take(self, idx: torch.Tensor) -> torch.Tensor:
         return self.images[idx]
 
+    def at(self, resolution: int) -> "Split":
+        """The split for passes at `resolution`: the same images (`to_input` resizes them)."""
+        return self
+
     def read(self, chunks: Sequence[torch.Tensor],
              seeds: Sequence[torch.Tensor] | None = None) -> Iterator[torch.Tensor]:
         return (self.images[idx] for idx in chunks)

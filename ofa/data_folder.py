@@ -146,6 +146,12 @@ class FolderSplit:
     def subset(self, idx: torch.Tensor) -> "FolderSplit":
         return dataclasses.replace(self, files=self.files[idx.numpy()], labels=self.labels[idx])
 
+    def at(self, resolution: int) -> "FolderSplit":
+        """The split decoded at `resolution` directly (resize r/0.875 and centre-crop r, or the
+        random resized crop at r), as the paper authors do, not at data.image_size and then
+        resized again."""
+        return dataclasses.replace(self, size=resolution)
+
     def training(self, on: bool) -> "FolderSplit":
         return dataclasses.replace(self, random_crop=on)
 

@@ -40,7 +40,8 @@ def calibration_inputs(data: Dataset, resolution: int, s: EvalSettings) -> list[
     loader's transform), seeded, so the same every time; in-memory data unaugmented."""
     gen = torch.Generator().manual_seed(CALIB_SEED)
     return [to_input(x, resolution, data.mean, data.std, s.channels_last)
-            for x, _ in batches(data.train, s.batch_size, generator=gen, limit=s.calib_images)]
+            for x, _ in batches(data.train.at(resolution), s.batch_size, generator=gen,
+                                limit=s.calib_images)]
 
 
 class InputCache:
@@ -84,7 +85,7 @@ class Streamed:
 
     def __iter__(self):
         d, s = self.data, self.s
-        for x, y in batches(self.split, s.batch_size, limit=self.limit):
+        for x, y in batches(self.split.at(self.resolution), s.batch_size, limit=self.limit):
             yield to_input(x, self.resolution, d.mean, d.std, s.channels_last), y
 
     def __len__(self) -> int:

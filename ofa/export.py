@@ -116,7 +116,7 @@ def export_choice(supernet: nn.Module, cfg: SubnetConfig, folder: Path, data, se
     pass run by `backend`) and latency."""
     net = prepare_subnet(supernet, cfg, data, settings)
     space: SearchSpace = supernet.space
-    images = data.test.take(torch.arange(min(check_images, len(data.test))))
+    images = data.test.at(cfg.r).take(torch.arange(min(check_images, len(data.test))))
     x = to_input(images, cfg.r, data.mean, data.std, channels_last=False)
     info = {"test_acc": top1(net, data.test, cfg.r, data, settings, test_images, backend),
             "macs": count_macs(net, cfg.r, space.cfg.in_channels), "params": count_params(net)}

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from ofa.config import DataConfig, to_dict
-from ofa.data import Dataset, Split, batches, load_dataset, sample_mean_std
+from ofa.data import Dataset, Split, batches, load_dataset, sample_mean_std, to_input
 from ofa.data_folder import FolderSplit, load_image, scan_folder
 from ofa.errors import OFAError
 
@@ -211,11 +211,16 @@ def test_bn_recalibration_and_evaluation_on_a_folder_equal_the_in_memory_path(fo
     from ofa.evaluate import EvalSettings, InputCache, evaluate_subnet
 
     data = load_dataset(folder_params.data, folder_params.space)
-    mem = Dataset(*(in_memory(getattr(data, s)) for s in ("train", "val", "test")),
-                  data.mean, data.std, data.num_classes)
     s = EvalSettings(batch_size=16, calib_images=40, channels_last=True)
     cache = InputCache(data, s)
     for cfg in (tiny_net.space.max_config(12), tiny_net.space.min_config(16)):
+        # the folder decodes at the subnet's resolution (as the authors), not at image_size
+        mem = Dataset(*(in_memory(getattr(data, s).at(cfg.r)) for s in ("train", "val", "test")),
+                      data.mean, data.std, data.num_classes)
+        first, _ = next(iter(cache.split("val", cfg.r)))
+        assert torch.equal(first, to_input(mem.val.images[:16], cfg.r, data.mean, data.std, True))
+        assert not torch.equal(first, to_input(data.val.take(torch.arange(16)), cfg.r, data.mean,
+                                               data.std, True))  # not decoded at 32, resized
         for backend in ("torch", "onnxruntime"):
             row = evaluate_subnet(tiny_net, cfg, data, s, ("val", "test"), inputs=cache,
                                   backend=backend)
