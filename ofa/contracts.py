@@ -191,7 +191,7 @@ class VerificationRows(Candidate):
     p90_latency_ms: Series[float] = pa.Field(gt=0.0)
     verified_latency_ms: Series[float] = pa.Field(gt=0.0)
     drift: Series[float] = pa.Field(gt=0.0)
-    val_acc: Series[float] = pa.Field(ge=0.0, le=1.0)
+    val_acc: Series[float] = pa.Field(ge=0.0, le=1.0, nullable=True)   # None: over, not evaluated
     meets_limit: Series[bool]
     verdict: Series[str] = pa.Field(isin=["shipped", "over the limit",
                                           "less accurate than the shipped one"])
@@ -201,6 +201,10 @@ class VerificationRows(Candidate):
         cols = ["limit", "search_limit", "predicted_latency_ms", "raw_latency_ms",
                 "p90_latency_ms", "verified_latency_ms", "drift"]
         return df[cols].abs().lt(float("inf")).all(axis=1)
+
+    @pa.dataframe_check(name="evaluated wherever it could ship")
+    def _evaluated(cls, df: pd.DataFrame) -> Series[bool]:  # noqa: N805
+        return ~(df["meets_limit"].astype(bool) & df["val_acc"].isna())
 
 
 def validate(df: pd.DataFrame, model: type[pa.DataFrameModel], what: str) -> pd.DataFrame:

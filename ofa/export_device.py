@@ -52,7 +52,7 @@ def _verify(params: Params, device: str, record: dict, meter: DeviceMeter, space
                            f"{row['constraint']}: rerun `ofa-cli search --device {device}`")
         targets.append(Target(row, row["candidates"], lambda limit, row=row: research(
             params, space, layout, predictor, model, row["name"], limit)))
-    picks = select_all(device, targets, meter, params.verify.tighten_rounds)
+    picks = select_all(device, targets, meter.time, meter.val_acc, params.verify.tighten_rounds)
     return [(row, *pick) for row, pick in zip(record["results"], picks)]
 
 

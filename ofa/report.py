@@ -172,10 +172,13 @@ def _verified_note(rep: DeviceReport) -> list[str]:
         return 100 * sum(r[key] for r in rep.rows) / max(1, len(rep.rows))
 
     checked = (rep.verification or {}).get("constraints", [])
+    cands = [c for v in checked for c in v["candidates"]]
+    evaluated = sum(c.get("val_acc") is not None for c in cands)
     measured = "" if not checked else (
-        f" {sum(len(v['candidates']) for v in checked)} candidates were measured for "
-        f"{len(checked)} constraints, with {sum(max(c['round'] for c in v['candidates']) for v in checked)} "
-        "tightened searches (`verification.json`).")
+        f" {len(cands)} candidates were timed for {len(checked)} constraints, with "
+        f"{sum(max(c['round'] for c in v['candidates']) for v in checked)} tightened searches, "
+        f"and {evaluated} of them evaluated on the validation split (one measured over its limit "
+        "is skipped unless it is the predictor's first choice) (`verification.json`).")
     drift = "" if rep.drift is None else (
         f" The reference subnets ran {rep.drift:.2f}x as long as when the table was built "
         "(the machine's speed at the time), which the verified latencies divide out.")

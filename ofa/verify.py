@@ -6,9 +6,11 @@ predictor's best within the table's limit first, and some the table prices sligh
 so that a table erring on the slow side does not lose the best one). The export stage
 measures them (`DeviceMeter`: latency in rounds interleaved with reference subnets, whose
 drift against the table's build divides out the machine's speed at that moment; validation
-accuracy after BN recalibration in the runtime the subnet ships in) and `select_verified`
-ships the most accurate one that meets the limit, searching again with the limit tightened
-by the measured overshoot a bounded number of rounds, or fails naming what was reached.
+accuracy after BN recalibration in the runtime the subnet ships in, only for the candidates
+that met the limit and the predictor's first choice: a candidate over it cannot ship, and
+its validation pass was most of the export's time) and `select_verified` ships the most
+accurate one that meets the limit, searching again with the limit tightened by the measured
+overshoot a bounded number of rounds, or fails naming what was reached.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import numpy as np
 
 from ofa.errors import OFAError
 
-Measure = Callable[[list[str]], dict[str, dict]]        # configs -> their measured figures
+Measure = Callable[[list[str]], dict[str, dict]]        # configs -> their measured latency
+Accuracy = Callable[[str], float]                    # a config -> its validation accuracy
 Research = Callable[[float], list[dict]]   # a tightened limit -> new candidates (never empty)
 
 
@@ -86,15 +89,19 @@ class Target:
     tried: list[dict] = dataclasses.field(default_factory=list)
     shipped: dict | None = None
 
-    def judge(self, measured: dict[str, dict], round_: int) -> list[dict]:
+    def judge(self, measured: dict[str, dict], accuracy: Accuracy, round_: int) -> list[dict]:
         """Record this round's candidates with their measurements; ship the most accurate
-        one that meets the limit, if any."""
+        one that meets the limit, if any. Validation accuracy is measured for those that meet
+        it and for the predictor's first choice (the search regret needs it); it is None for
+        the others."""
         rows = [c | measured[c["config"]] | {"constraint": self.spec["constraint"],
                                              "name": self.spec["name"], "limit": self.spec["limit"],
                                              "search_limit": self.search_limit, "round": round_}
                 for c in self.candidates]
-        for r in rows:
+        for i, r in enumerate(rows):
             r["meets_limit"] = meets(r)
+            first = round_ == 0 and i == 0
+            r["val_acc"] = accuracy(r["config"]) if r["meets_limit"] or first else None
         self.tried += rows
         ok = [r for r in rows if r["meets_limit"]]
         if ok:
@@ -105,8 +112,8 @@ class Target:
         return rows
 
 
-def select_all(device: str, targets: list[Target], measure: Measure, rounds: int
-               ) -> list[tuple[dict, list[dict]]]:
+def select_all(device: str, targets: list[Target], measure: Measure, accuracy: Accuracy,
+               rounds: int) -> list[tuple[dict, list[dict]]]:
     """(the shipped candidate, every candidate measured with its verdict) per target. Each
     round measures every pending target's candidates together (one timing session, the same
     machine state); a target ships the highest measured validation accuracy among those that
@@ -123,7 +130,7 @@ def select_all(device: str, targets: list[Target], measure: Measure, rounds: int
         measured = measure(list(dict.fromkeys(c["config"] for t in pending for c in t.candidates)))
         unmet = []
         for t in pending:
-            rows = t.judge(measured, round_)
+            rows = t.judge(measured, accuracy, round_)
             if t.shipped is None and round_ < rounds:
                 t.search_limit = _tightened(rows, t.spec["limit"], t.search_limit)
                 t.candidates = t.research(t.search_limit)
@@ -148,9 +155,11 @@ def _unmet(device: str, t: Target, rounds: int) -> OFAError:
 
 
 def select_verified(device: str, target: dict, candidates: list[dict], measure: Measure,
-                    research: Research, rounds: int) -> tuple[dict, list[dict]]:
+                    accuracy: Accuracy, research: Research, rounds: int
+                    ) -> tuple[dict, list[dict]]:
     """`select_all` for one constraint `target` (constraint, name, limit)."""
-    return select_all(device, [Target(target, candidates, research)], measure, rounds)[0]
+    return select_all(device, [Target(target, candidates, research)], measure, accuracy,
+                      rounds)[0]
 
 
 def regret(shipped: dict, tried: list[dict]) -> dict:

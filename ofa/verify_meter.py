@@ -39,7 +39,8 @@ def reference_subnets(params: Params, device: str) -> tuple[list[SubnetConfig], 
 
 
 class DeviceMeter:
-    """The `Measure` of one device's export: timing sessions and cached validation accuracy."""
+    """One device's export measurements: timing sessions (`time`, the `Measure`) and cached
+    validation accuracy (`val_acc`, the `Accuracy`)."""
 
     def __init__(self, params: Params, device: str, supernet, data) -> None:
         self.params, self.device, self.net, self.data = params, device, supernet, data
@@ -82,6 +83,3 @@ class DeviceMeter:
             self.acc[config] = float(row["val_acc"])
         return self.acc[config]
 
-    def __call__(self, configs: list[str]) -> dict[str, dict]:
-        timed = self.time(configs)
-        return {c: timed[c] | {"val_acc": self.val_acc(c)} for c in configs}

@@ -141,6 +141,11 @@ def test_export_and_report(world):
             assert all(c["val_acc"] <= next(x for x in v["candidates"] if x["verdict"] ==
                                             "shipped")["val_acc"]
                        for c in v["candidates"] if c["meets_limit"])
+            # evaluated where it could ship and the first choice; no pass for the others
+            assert [c["val_acc"] is not None for c in v["candidates"]] == \
+                [c["meets_limit"] or i == 0 for i, c in enumerate(v["candidates"])]
+        n = sum(c["val_acc"] is not None for v in verification["constraints"] for c in v["candidates"])
+        assert f"and {n} of them evaluated on the validation split" in md.split(f"## {d}")[1].split("\n## ")[0]
     assert "| t1 vs o1 |" in md and "| o1 vs MACs |" in md
     summary = json.loads((tmp / "reports" / "pareto.json").read_text())
     assert set(summary) == set(DEVICES)

@@ -19,15 +19,22 @@ def _cand(config: str, predicted_ms: float, acc: float) -> dict:
             "macs": 5_000_000, "params": 100_000}
 
 
-def _measure(table: dict[str, tuple[float, float]], calls: list | None = None):
-    """A fake device: config -> (verified ms, validation accuracy)."""
-    def measure(configs):
-        if calls is not None:
-            calls.append(list(configs))
-        return {c: {"verified_latency_ms": table[c][0], "raw_latency_ms": table[c][0],
-                    "p90_latency_ms": table[c][0], "drift": 1.0, "val_acc": table[c][1]}
-                for c in configs}
-    return measure
+class _Device:
+    """A fake device: config -> (verified ms, validation accuracy); records what was timed
+    (`calls`) and which configs were evaluated (`evaluated`)."""
+
+    def __init__(self, table: dict[str, tuple[float, float]], calls: list | None = None):
+        self.table, self.calls, self.evaluated = table, calls, []
+
+    def __call__(self, configs):
+        if self.calls is not None:
+            self.calls.append(list(configs))
+        return {c: {"verified_latency_ms": self.table[c][0], "raw_latency_ms": self.table[c][0],
+                    "p90_latency_ms": self.table[c][0], "drift": 1.0} for c in configs}
+
+    def acc(self, config: str) -> float:
+        self.evaluated.append(config)
+        return self.table[config][1]
 
 
 def _never(limit):
@@ -36,8 +43,8 @@ def _never(limit):
 
 def test_a_candidate_predicted_under_but_measured_over_never_ships():
     cands = [_cand("a", 1.9, 0.92), _cand("b", 1.7, 0.91), _cand("c", 2.1, 0.93)]
-    device = {"a": (2.05, 0.92), "b": (1.8, 0.90), "c": (1.98, 0.915)}
-    shipped, tried = select_verified("d", TARGET, cands, _measure(device), _never, 2)
+    device = _Device({"a": (2.05, 0.92), "b": (1.8, 0.90), "c": (1.98, 0.915)})
+    shipped, tried = select_verified("d", TARGET, cands, device, device.acc, _never, 2)
     assert shipped["config"] == "c"   # priced over the limit by the table, met it measured
     verdict = {r["config"]: r["verdict"] for r in tried}
     assert verdict == {"a": "over the limit", "b": "less accurate than the shipped one",
@@ -47,10 +54,27 @@ def test_a_candidate_predicted_under_but_measured_over_never_ships():
     assert lost["regret"] == pytest.approx(0.915 - 0.92)
 
 
+def test_only_candidates_that_could_ship_and_the_first_choice_are_evaluated():
+    """A candidate measured over its limit cannot ship, so its validation pass is skipped
+    (None in the record), except the predictor's first choice, which the regret needs; the
+    record passes its contract, which refuses a candidate within the limit left unevaluated."""
+    from ofa.contracts import VerificationRows, validate_records
+
+    cands = [_cand("a", 1.9, 0.92), _cand("b", 1.7, 0.91), _cand("c", 2.1, 0.93), _cand("e", 1.6, 0.9)]
+    dev = _Device({"a": (2.05, 0.92), "b": (1.8, 0.90), "c": (2.2, 0.94), "e": (1.5, 0.89)})
+    shipped, tried = select_verified("d", TARGET, cands, dev, dev.acc, _never, 2)
+    assert dev.evaluated == ["a", "b", "e"] and shipped["config"] == "b"
+    assert {r["config"]: r["val_acc"] for r in tried} == {"a": 0.92, "b": 0.90, "c": None, "e": 0.89}
+    rows = [r | {"config": f"r24-d2222-k{'3' * 15}{i + 3}-e{'3' * 16}"} for i, r in enumerate(tried)]
+    validate_records(rows, VerificationRows, "v")
+    with pytest.raises(OFAError, match="evaluated wherever it could ship"):
+        validate_records([dict(rows[1], val_acc=None)] + rows[2:], VerificationRows, "v")
+
+
 def test_the_most_accurate_candidate_that_meets_the_limit_ships():
     cands = [_cand("a", 1.9, 0.92), _cand("b", 1.5, 0.90)]
-    shipped, _ = select_verified("d", TARGET, cands, _measure({"a": (1.95, 0.91), "b": (1.2, 0.915)}),
-                                 _never, 2)
+    device = _Device({"a": (1.95, 0.91), "b": (1.2, 0.915)})
+    shipped, _ = select_verified("d", TARGET, cands, device, device.acc, _never, 2)
     assert shipped["config"] == "b"   # measured accuracy decides, not the prediction
 
 
@@ -63,8 +87,8 @@ def test_the_tightening_loop_is_bounded_and_fails_naming_what_was_reached():
         return [_cand(f"x{len(limits)}", limit, 0.9)]
 
     with pytest.raises(OFAError) as err:
-        select_verified("cpu1-b1", TARGET, [_cand("x0", 1.9, 0.9)], _measure(device, calls),
-                        research, 2)
+        dev = _Device(device, calls)
+        select_verified("cpu1-b1", TARGET, [_cand("x0", 1.9, 0.9)], dev, dev.acc, research, 2)
     assert len(limits) == 2 and len(calls) == 3   # two tightened searches, three measurements
     # the limit over the overshoot measured (verified / predicted): x0 was priced at 1.9 ms
     assert limits[0] == pytest.approx(2.0 / (device["x0"][0] / 1.9))
@@ -75,7 +99,8 @@ def test_the_tightening_loop_is_bounded_and_fails_naming_what_was_reached():
     assert "a limit of 2.2 ms or more would have been met" in text
     assert "nothing of cpu1-b1's previous export was changed" in text
     # one more round would have met it: the loop stops at its bound, not at success
-    shipped, tried = select_verified("d", TARGET, [_cand("x0", 1.9, 0.9)], _measure(device),
+    dev = _Device(device)
+    shipped, tried = select_verified("d", TARGET, [_cand("x0", 1.9, 0.9)], dev, dev.acc,
                                      lambda lim, n=iter(range(1, 4)): [_cand(f"x{next(n)}", lim, 0.9)], 3)
     assert shipped["config"] == "x3" and [r["round"] for r in tried] == [0, 1, 2, 3]
 
@@ -89,15 +114,15 @@ def test_a_limit_no_subnet_meets_fails_once_the_smallest_was_measured():
     with pytest.raises(OFAError, match=r"no subnet met latency_ms=2 .* after 2 tightened "
                                        r"search\(es\): the fastest candidate measured 2.5 ms at "
                                        r"the table's speed \(smallest\)"):
-        select_verified("d", TARGET, [_cand("a", 1.9, 0.9)],
-                        _measure({"a": (3.0, 0.9), "smallest": (2.5, 0.8)}), research, 2)
+        dev = _Device({"a": (3.0, 0.9), "smallest": (2.5, 0.8)})
+        select_verified("d", TARGET, [_cand("a", 1.9, 0.9)], dev, dev.acc, research, 2)
 
 
 def test_a_flops_limit_is_met_by_exact_macs():
     target = {"constraint": "flops_m=6", "name": "flops_m", "limit": 6.0}
     cands = [_cand("a", 9.0, 0.9) | {"macs": 7_000_000}, _cand("b", 9.0, 0.8)]
-    shipped, _ = select_verified("d", target, cands, _measure({"a": (9, 0.95), "b": (9, 0.8)}),
-                                 _never, 1)
+    dev = _Device({"a": (9, 0.95), "b": (9, 0.8)})
+    shipped, _ = select_verified("d", target, cands, dev, dev.acc, _never, 1)
     assert shipped["config"] == "b"
 
 
@@ -135,7 +160,8 @@ def test_constraints_are_measured_together_round_by_round():
     calls = []
     targets = [Target(TARGET, [_cand("a", 1.9, 0.9)], _never),
                Target(second, [_cand("b", 1.45, 0.88)], lambda lim: [_cand("c", lim, 0.87)])]
-    (s1, t1), (s2, t2) = select_all("d", targets, _measure(device, calls), 2)
+    dev = _Device(device, calls)
+    (s1, t1), (s2, t2) = select_all("d", targets, dev, dev.acc, 2)
     assert calls == [["a", "b"], ["c"]]
     assert (s1["config"], s2["config"]) == ("a", "c")
     assert [r["round"] for r in t2] == [0, 1] and t2[0]["verdict"] == "over the limit"
