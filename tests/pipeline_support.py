@@ -68,6 +68,19 @@ def repo_copy(smoke_repo: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def downstream(dot: str, stages: set[str]) -> set[str]:
+    """`stages` and every stage after them in a `dvc dag --dot` graph: what `dvc repro` runs
+    when they changed (`dvc repro --dry` cannot say: it hashes the new stages' missing deps)."""
+    edges = [tuple(part.strip().strip('";') for part in line.split("->"))
+             for line in dot.splitlines() if "->" in line]
+    out, grew = set(stages), True
+    while grew:
+        more = {b for a, b in edges if a in out} - out
+        out |= more
+        grew = bool(more)
+    return out
+
+
 def ran_stages(out: str) -> set[str]:
     """The stages a `dvc repro` output says it ran."""
     return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}

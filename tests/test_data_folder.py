@@ -159,17 +159,12 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def test_reading_a_whole_folder_keeps_resident_memory_bounded(tmp_path):
-    """3000 JPEGs decoded at 64 px are 37 MB as uint8; streaming them all through `batches`
-    (train with random crops, val, test) grows this process by a few MB at most, while holding
-    the training split decoded at once (as the old loader held every split) grows it by more
-    than that split's size (measured here: 0.1 MB streaming everything, 72 MB holding the
-    33 MB training split: the decoded list plus the stacked tensor)."""
-    root = make_folder(tmp_path, per_class=290, size=64, val_per_class=10)
-    ds = load_dataset(folder_cfg(root, image_size=64, val_size=100, augment=True,
+def measure_folder_memory(root: str) -> dict[str, int]:
+    """Resident-memory growth of this process while streaming every split of `root`, then
+    while holding the training split decoded at once; run in a fresh interpreter, since a
+    process that ran other tests reuses freed pages and would show neither growth."""
+    ds = load_dataset(folder_cfg(Path(root), image_size=64, val_size=100, augment=True,
                                  mean=[0.5] * 3, std=[0.25] * 3))
-    assert len(ds.train) + len(ds.val) + len(ds.test) == 3000
-    decoded = 3000 * 3 * 64 * 64
     for _ in batches(ds.train, 50, generator=torch.Generator().manual_seed(0), limit=300):
         pass  # warm up: workers, imports, the allocator
     base = peak = _rss()
@@ -178,13 +173,33 @@ def test_reading_a_whole_folder_keeps_resident_memory_bounded(tmp_path):
         for _, y in batches(split, 50, generator=torch.Generator().manual_seed(1)):
             seen += len(y)
             peak = max(peak, _rss())
-    assert seen == 3000
-    grown = peak - base
-    assert grown < decoded / 4, f"streaming grew resident memory by {grown / 2**20:.1f} MB"
     held = ds.train.take(torch.arange(len(ds.train)))  # old-style: the split decoded at once
-    old = _rss() - base
-    assert held.numel() == len(ds.train) * 3 * 64 * 64 and old > held.numel() > 4 * grown, \
-        f"holding grew {old / 2**20:.1f} MB, streaming {grown / 2**20:.1f} MB"
+    return {"seen": seen, "streamed": peak - base, "held": _rss() - base,
+            "held_bytes": held.numel(), "train": len(ds.train)}
+
+
+def test_reading_a_whole_folder_keeps_resident_memory_bounded(tmp_path):
+    """3000 JPEGs decoded at 64 px are 37 MB as uint8; streaming them all through `batches`
+    (train with random crops, val, test) grows a fresh process by a few MB at most, while
+    holding the training split decoded at once (as the old loader held every split) grows it
+    by more than that split's size (measured here: 0.1 MB streaming everything, 72 MB holding
+    the 33 MB training split: the decoded list plus the stacked tensor)."""
+    import json
+    import subprocess
+    import sys
+
+    root = make_folder(tmp_path, per_class=290, size=64, val_per_class=10)
+    code = ("import json, sys; from tests.test_data_folder import measure_folder_memory as m; "
+            "print(json.dumps(m(sys.argv[1])))")
+    out = subprocess.run([sys.executable, "-c", code, str(root)], check=True, text=True,
+                         capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["seen"] == 3000
+    decoded = 3000 * 3 * 64 * 64
+    assert r["streamed"] < decoded / 4, f"streaming grew resident memory by {r['streamed'] / 2**20:.1f} MB"
+    assert r["held_bytes"] == r["train"] * 3 * 64 * 64
+    assert r["held"] > r["held_bytes"] > 4 * r["streamed"], \
+        f"holding grew {r['held'] / 2**20:.1f} MB, streaming {r['streamed'] / 2**20:.1f} MB"
 
 
 # -- the real steps on a folder -------------------------------------------------------------
