@@ -32,7 +32,7 @@ def measure_chunk_task(params_path: str, preset: str | None, configs: list[str])
 
     p = _params(params_path, preset)
     torch.set_num_threads(1)  # one thread per worker: the cluster provides the parallelism
-    return measure_checkpoint(p, paths.last_checkpoint(p), [SubnetConfig.parse(c) for c in configs])
+    return measure_checkpoint(p, paths.supernet(p), [SubnetConfig.parse(c) for c in configs])
 
 
 def dask_runner(params_path: str = "params.yaml", preset: str | None = None):

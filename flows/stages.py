@@ -90,6 +90,14 @@ def run_stage(root: Path, stage: str, retries: int = 0) -> str:
     return stage_task.with_options(retries=retries)(root, stage)
 
 
+TRAINING = "training/dvc.yaml"  # the training pipeline's stages, addressed as DVC names them
+
+
+def training_stage(name: str) -> str:
+    """A stage of the training pipeline (`validate-data`, `train-report`) by its DVC address."""
+    return f"{TRAINING}:{name}"
+
+
 def phase_stage(phase: str) -> str:
-    """The DVC stage that trains a phase (dvc.yaml: `teacher`, then `shrink@<phase>`)."""
-    return phase if phase == "teacher" else f"shrink@{phase}"
+    """The DVC stage that trains a phase (training/dvc.yaml: `teacher`, then `shrink@<phase>`)."""
+    return training_stage(phase if phase == "teacher" else f"shrink@{phase}")

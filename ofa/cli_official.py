@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from ofa import paths
 from ofa.cli_app import app
 from ofa.errors import OFAError
 
@@ -34,8 +35,11 @@ def import_official(ctx: typer.Context,
     params = load_params(ctx.obj.params, chosen)
     meta = run(checkpoint, params.space, output, chosen)
     info = meta["imported"]
-    typer.echo(f"wrote {output}: the authors' OFAMobileNetV3 width_mult {info['width_mult']} "
-               f"(sha256 {info['sha256'][:16]}, {info['renamed_keys']} keys renamed)")
+    record = paths.import_record(output)
+    typer.echo(f"wrote {output} and its record {record}: the authors' OFAMobileNetV3 width_mult "
+               f"{info['width_mult']} (sha256 {info['sha256'][:16]}, {info['renamed_keys']} keys "
+               f"renamed); to specialize it, set params.yaml supernet.checkpoint: {output} and "
+               f"supernet.record: {record}")
 
 
 @app.command("export-official")

@@ -13,13 +13,13 @@ from ofa.errors import OFAError
 
 
 def _checkpoint(params, checkpoint: Optional[Path]) -> Path:
-    """--checkpoint, else the last shrinking phase's."""
-    return checkpoint if checkpoint is not None else paths.last_checkpoint(params)
+    """--checkpoint, else params' supernet (`supernet.checkpoint`, else the last phase's)."""
+    return checkpoint if checkpoint is not None else paths.supernet(params)
 
 
 @app.command("acc-dataset")
 def acc_dataset(ctx: typer.Context,
-                checkpoint: Optional[Path] = typer.Option(None, help="supernet (default: last phase)"),
+                checkpoint: Optional[Path] = typer.Option(None, help="supernet (default: params' supernet)"),
                 n: Optional[int] = typer.Option(None, min=2, help="subnets (default: params)"),
                 progress: bool = typer.Option(True, help="show a progress bar")) -> None:
     """Measure sampled subnets (BN-recalibrated, validation top-1) for the predictor dataset."""
@@ -88,7 +88,7 @@ def search(ctx: typer.Context, device: str = typer.Option(..., help="device from
 
 @app.command()
 def export(ctx: typer.Context, device: str = typer.Option(..., help="device from params.yaml"),
-           checkpoint: Optional[Path] = typer.Option(None, help="supernet (default: last phase)")) -> None:
+           checkpoint: Optional[Path] = typer.Option(None, help="supernet (default: params' supernet)")) -> None:
     """Write the searched subnets as safetensors, TorchScript and ONNX, verified and timed."""
     params = load(ctx, device=device)
     from ofa.export_device import run_export

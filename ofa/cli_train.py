@@ -69,13 +69,15 @@ def train_scratch(ctx: typer.Context,
 @app.command()
 def evaluate(ctx: typer.Context,
              phase: Optional[str] = typer.Option(None, help="evaluate this phase's checkpoint "
-                                                 "(default: the last shrinking phase)"),
+                                                 "(default: params' supernet)"),
              checkpoint: Optional[Path] = typer.Option(None, help="checkpoint path (overrides --phase)"),
              config: list[str] = typer.Option([], help="extra subnet config (string or JSON)"),
              splits: str = typer.Option("val,test", help="comma-separated splits"),
              output: Path = typer.Option(Path("reports/evaluate.json"), help="JSON output"),
              progress: bool = typer.Option(True, help="show a progress bar")) -> None:
-    """BN-recalibrate and evaluate min/mid/max subnets (and given configs) at every resolution."""
+    """BN-recalibrate and evaluate min/mid/max subnets (and given configs) at every resolution:
+    of --checkpoint, of --phase's checkpoint, else of params' supernet (with its record: the
+    training summary or the import's)."""
     chosen = tuple(s.strip() for s in splits.split(",") if s.strip())
     bad = sorted(set(chosen) - {"val", "test"})
     if bad or not chosen:
@@ -86,10 +88,15 @@ def evaluate(ctx: typer.Context,
 
     from ofa.evaluation_report import run_evaluate
 
-    if checkpoint is None:
-        phase = phase or params.shrinking_order()[-1]
+    origin = None
+    if checkpoint is None and phase is None:
+        from ofa.provenance import read_provenance
+
+        checkpoint = paths.supernet(params)
+        origin = read_provenance(params) if params.supernet.record is not None else None
+    elif checkpoint is None:
         checkpoint = paths.checkpoint(params, phase)
-    rows = run_evaluate(params, checkpoint, config, chosen, output, progress, phase)
+    rows = run_evaluate(params, checkpoint, config, chosen, output, progress, phase, origin)
     table = Table(title=f"{checkpoint} (BN recalibrated on {params.train.bn_calib_images} images)")
     for col in ("subnet", "res", "MMACs", "params", *(f"{s} top-1" for s in chosen)):
         table.add_column(col)
@@ -98,6 +105,17 @@ def evaluate(ctx: typer.Context,
                       *(f"{100 * r[f'{s}_acc']:.2f}" for s in chosen))
     Console().print(table)
     typer.echo(f"wrote {output} and {output.with_suffix('.md')}")
+
+
+@app.command("train-report")
+def train_report(ctx: typer.Context) -> None:
+    """Summarize the training phases (time, last validation top-1, total minutes as a DVC
+    metric) with their curves: the training pipeline's last stage."""
+    params = load(ctx)
+    from ofa.provenance import write_training_summary
+
+    out = write_training_summary(params)
+    typer.echo(f"wrote {out}, {out.with_suffix('.md')} and {paths.training_curves(params)}")
 
 
 @app.command()

@@ -20,7 +20,7 @@ from ofa.config_train import (DataConfig, PhaseConfig, SamplingConfig,  # noqa: 
                               ScratchConfig, TrainConfig)
 from ofa.config_specialize import (ConstraintsConfig, DeviceConfig, LatencyConfig,
                                    OrchestrationConfig, PredictorConfig, SearchConfig,
-                                   VerifyConfig)
+                                   SupernetConfig, VerifyConfig)
 from ofa.errors import (SAFE_NAME, SAFE_NAME_RULE, OFAError, Range, optional, require,
                         safe_name)
 from ofa.yaml_io import read_yaml, strict_yaml  # noqa: F401 - read_yaml: the loader's door
@@ -41,6 +41,7 @@ class Params:
     devices: dict[str, DeviceConfig] = field(default_factory=dict)
     constraints: dict[str, ConstraintsConfig] = field(default_factory=dict)
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    supernet: SupernetConfig = optional(SupernetConfig(), omit_at_default=True)
 
     def __post_init__(self) -> None:
         _require(len(self.phases) > 0, "phases", "needs at least one phase")
@@ -207,6 +208,9 @@ def preset(name: str) -> dict:
     raw = strict_yaml(ref.read_text(), f"preset {ref}") or {}
     if not isinstance(raw, dict):
         raise OFAError(f"preset {ref} must hold a mapping at the top level")
+    if "supernet" in raw:  # the stages' deps come from params.yaml's path, not an overlay's
+        raise OFAError(f"preset {ref}: supernet: set it in params.yaml, not in a preset "
+                       "(DVC reads the path there for the stages' dependencies)")
     return raw
 
 

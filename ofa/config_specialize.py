@@ -14,6 +14,26 @@ Backend = Literal["torch", "torchscript", "onnxruntime"]
 
 
 @dataclass(frozen=True)
+class SupernetConfig:
+    """The supernet that evaluation and every specialization step use, with its record: the
+    last shrinking phase's checkpoint and the training summary (null: those; `dvc repro` then
+    runs training/dvc.yaml's stages first), or a file `ofa-cli import-official` wrote and the
+    record beside it (then `dvc repro` runs no training stage). DVC reads both paths from
+    params.yaml for the stages' deps, so a preset must not set them."""
+
+    checkpoint: str | None = None
+    record: str | None = None
+
+    def __post_init__(self) -> None:
+        require((self.checkpoint is None) == (self.record is None), "supernet",
+                "give both checkpoint and record (the training summary, or the import's record "
+                "beside the checkpoint), or neither")
+        for key, value in (("checkpoint", self.checkpoint), ("record", self.record)):
+            require(value is None or (value.strip() != "" and "\0" not in value),
+                    f"supernet.{key}", "must be a file path")
+
+
+@dataclass(frozen=True)
 class PredictorConfig:
     """The accuracy dataset (measured subnets) and the MLP fitted on it."""
 

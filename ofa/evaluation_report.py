@@ -1,5 +1,6 @@
 """The evaluate step's outputs: `reports/evaluate.json` (accuracies by subnet name, so DVC can
-show and diff them), its markdown summary and the training curves image. Kept apart from
+show and diff them) and its markdown summary; the training summary (`reports/training.json`,
+its table and the curves image: training/dvc.yaml's `train-report`). Kept apart from
 `ofa.evaluate` (measuring subnets), which training imports and this step's plotting must not
 make training depend on.
 """
@@ -7,41 +8,41 @@ make training depend on.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
 from ofa import paths
 from ofa.config import Params
-from ofa.errors import OFAError
-from ofa.curves import plot_training
 from ofa.evaluate import evaluate_checkpoint
+from ofa.provenance import Provenance, minutes, read_train_report, training_table
 from ofa.publish import publish_files
 
 
 def run_evaluate(params: Params, checkpoint: Path, extra: list[str], splits: tuple[str, ...],
-                 output: Path, show_progress: bool = True, phase: str | None = None) -> list[dict]:
-    """Evaluate (as evaluate_checkpoint) and write `output` (JSON) and its .md summary, whose
-    training table lists the phases that led to `phase` (default: the last shrinking phase),
-    not an ablation that branched off."""
-    reports = training_reports(params, phase)  # checked before the long evaluation
+                 output: Path, show_progress: bool = True, phase: str | None = None,
+                 origin: Provenance | None = None) -> list[dict]:
+    """Evaluate (as evaluate_checkpoint) and write `output` (JSON) and its .md summary. Its
+    training table lists `origin`'s phases (the supernet's record: the pipeline's stage), else
+    the phases that led to `phase` (default: the last shrinking phase), not an ablation that
+    branched off; an imported supernet's record says where it came from instead."""
+    reports = origin.reports if origin is not None else training_reports(params, phase)
+    imported = origin.imported if origin is not None else None
     rows = evaluate_checkpoint(params, checkpoint, extra, splits, show_progress)
     output = Path(output)
     record = json.dumps(
         {"checkpoint": str(checkpoint),
-         "train_minutes": round(sum(t["train_seconds"] for t in reports) / 60, 2),
+         **({"train_minutes": minutes(reports)} if reports else {}),
+         **({"imported": imported} if imported else {}),
          # by name (min_r24, ...) so DVC can show and diff each figure; rows keep the details
          **{f"{s}_acc": {f"{r['name']}_r{r['resolution']}": r[f"{s}_acc"] for r in rows}
             for s in splits},
          "rows": rows}, indent=2)
-    summary = markdown_summary(checkpoint, rows, splits, reports)
-    writes = {output: lambda p: p.write_text(record)}
+    summary = markdown_summary(checkpoint, rows, splits, reports, imported)
     if reports:
-        curves = paths.training_curves(params)
-        writes[curves] = lambda p: plot_training(reports, p)
+        curves = paths.training_curves(params)  # drawn by `ofa-cli train-report`
         summary += f"\n![training curves]({os.path.relpath(curves, output.parent)})\n"
-    writes[output.with_suffix(".md")] = lambda p: p.write_text(summary)
-    publish_files(writes)  # the JSON, its summary and the curves together, or none
+    publish_files({output: lambda p: p.write_text(record),
+                   output.with_suffix(".md"): lambda p: p.write_text(summary)})
     return rows
 
 
@@ -53,26 +54,8 @@ def training_reports(params: Params, phase: str | None = None) -> list[dict]:
             if (p := paths.train_report(params, name)).is_file()]
 
 
-def read_train_report(path: Path) -> dict:
-    """A phase's training report, refused in one line when it is not what training writes."""
-    try:
-        rep = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OFAError(f"training report {path} is unreadable ({exc}); retrain its phase "
-                       "or restore it (dvc checkout)") from None
-    ok = (isinstance(rep, dict) and isinstance(rep.get("phase"), str)
-          and isinstance(rep.get("train_seconds"), (int, float))
-          and math.isfinite(rep["train_seconds"]) and isinstance(rep.get("history"), list)
-          and all(isinstance(h, dict) and isinstance(h.get("epoch"), int)
-                  and isinstance(h.get("train_loss"), (int, float)) for h in rep["history"]))
-    if not ok:
-        raise OFAError(f"training report {path} lacks its phase, train_seconds or per-epoch "
-                       "history; retrain its phase or restore it (dvc checkout)")
-    return rep
-
-
 def markdown_summary(checkpoint: Path, rows: list[dict], splits: tuple[str, ...],
-                     train_reports: list[dict]) -> str:
+                     train_reports: list[dict], imported: dict | None = None) -> str:
     """A human-readable record of a run: per-phase training time and per-subnet accuracy."""
     lines = [f"# Evaluation of `{checkpoint}`", "",
              "Top-1 after BN recalibration, per subnet and input resolution.", "",
@@ -83,13 +66,9 @@ def markdown_summary(checkpoint: Path, rows: list[dict], splits: tuple[str, ...]
         lines.append(f"| {r['name']} `{r['config']}` | {r['resolution']} | {r['macs'] / 1e6:.2f} | "
                      f"{r['params']} | {accs} |")
     if train_reports:
-        total = sum(t["train_seconds"] for t in train_reports)
-        lines += ["", "## Training", "", "| phase | epochs | seconds | last val top-1 (max / min subnet) |",
-                  "|---|---|---|---|"]
-        for t in train_reports:
-            mn = t.get("val_acc_min")
-            lines.append(f"| {t['phase']} | {t['epochs']} | {t['train_seconds']:.0f} | "
-                         f"{100 * t.get('val_acc_max', float('nan')):.2f} / "
-                         f"{'-' if mn is None else f'{100 * mn:.2f}'} |")
-        lines.append(f"| all | | {total:.0f} ({total / 60:.1f} min) | |")
+        lines += ["", "## Training", "", *training_table(train_reports)]
+    if imported:
+        lines += ["", "## Supernet", "", f"Imported, not trained here: {imported.get('source')}, "
+                  f"width_mult {imported.get('width_mult')}, from `{imported.get('file')}` "
+                  f"(sha256 {str(imported.get('sha256'))[:16]})."]
     return "\n".join(lines) + "\n"

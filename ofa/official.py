@@ -23,6 +23,8 @@ from ofa.errors import OFAError
 from ofa.nn.ops import make_divisible
 from ofa.nn.supernet import OFAMobileNetV3
 from ofa.official_io import read_state_dict, reproducible_torch_bytes, sha256_file
+from ofa.paths import import_record
+from ofa.provenance import write_import_record
 from ofa.space import SearchSpace, SubnetConfig
 
 # The authors' OFAMobileNetV3: base_stage_width (stem, first block, 5 stages, final expand,
@@ -201,12 +203,16 @@ def check_tensors(state: dict[str, torch.Tensor], want: dict, space: SearchSpace
 def import_official(path: Path, space_cfg: SpaceConfig, output: Path,
                     preset: str | None = None) -> dict:
     """Convert the authors' checkpoint into this project's (`load_supernet` with the same space
-    accepts it); returns the metadata written, which says where it came from."""
+    accepts it) and its record beside it (`<output>.json`, what `supernet.record` names);
+    returns the metadata written, which says where it came from."""
     path, output = Path(path), Path(output)
     where = f"preset {preset}'s space" if preset else "the space of params.yaml"
     width = authors_width(space_cfg, where)
     if output.is_dir():
         raise OFAError(f"--output {output} is a directory; give the checkpoint file to write")
+    if import_record(output) == output:
+        raise OFAError(f"--output {output}: its record is written beside it as <name>.json; "
+                       "give the checkpoint another suffix (e.g. .pt)")
     space = SearchSpace(space_cfg)
     ours_spec = _project_tensors(space)
     want = official_tensors(space, ours_spec)
@@ -224,6 +230,7 @@ def import_official(path: Path, space_cfg: SpaceConfig, output: Path,
                          "width_mult": width, "file": str(path.absolute()), **info,
                          **({"preset": preset} if preset else {})}}
     save_checkpoint(output, model, meta)
+    write_import_record(output, meta["imported"])
     return meta
 
 

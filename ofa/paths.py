@@ -26,8 +26,41 @@ def checkpoint(params: Params, phase: str) -> Path:
 
 
 def last_checkpoint(params: Params) -> Path:
-    """The last shrinking phase's checkpoint: the supernet that specialization uses."""
+    """The last shrinking phase's checkpoint: what training here ends with."""
     return checkpoint(params, params.shrinking_order()[-1])
+
+
+def supernet(params: Params) -> Path:
+    """The supernet that evaluation and specialization use: `supernet.checkpoint` (an imported
+    one, say), else the last shrinking phase's checkpoint."""
+    return _supernet_paths(params)[0]
+
+
+def supernet_record(params: Params) -> Path:
+    """Where that supernet came from (`supernet.record`): the training summary, or an imported
+    one's record beside it."""
+    return _supernet_paths(params)[1]
+
+
+def _supernet_paths(params: Params) -> tuple[Path, Path]:
+    """`supernet`'s two paths, refused when only one of them is the trained supernet's (a
+    moved train.checkpoint_dir or report_dir, or a changed phase chain, left behind)."""
+    trained = (last_checkpoint(params), training_summary(params))
+    given = params.supernet
+    if given.checkpoint is None:
+        return trained
+    out = (Path(given.checkpoint), Path(given.record))
+    if (out[0] == trained[0]) != (out[1] == trained[1]):
+        key, want = (("record", trained[1]) if out[0] == trained[0] else ("checkpoint", trained[0]))
+        raise OFAError(f"params: supernet.{key}: the other path is the trained supernet's, so "
+                       f"this must be {want.as_posix()} (or both name an imported one and its "
+                       "record)")
+    return out
+
+
+def import_record(checkpoint: str | Path) -> Path:
+    """An imported supernet's record, beside its checkpoint (`ofa-cli import-official`)."""
+    return Path(checkpoint).with_suffix(".json")
 
 
 def resume_state(params: Params, phase: str) -> Path:
@@ -43,6 +76,12 @@ def phase_lock(params: Params, phase: str) -> Path:
 def training_curves(params: Params) -> Path:
     """Every phase's training curves, one image (the evaluate step draws it)."""
     return Path(params.train.report_dir) / "curves.png"
+
+
+def training_summary(params: Params) -> Path:
+    """The training pipeline's summary (JSON, a DVC metric; its .md beside it), beside
+    reports/train so that no phase name can collide with it."""
+    return Path(params.train.report_dir).parent / "training.json"
 
 
 def scratch_dir(params: Params) -> Path:

@@ -33,6 +33,7 @@ def params_dict(workdir: Path, overrides: dict | None = None) -> dict:
     raw = deep_merge(raw, TINY)
     raw = deep_merge(raw, {"train": {"checkpoint_dir": str(workdir / "ckpt"),
                                      "report_dir": str(workdir / "reports")}})
+    raw.pop("supernet")  # the trained one, wherever checkpoint_dir puts it
     return deep_merge(raw, overrides or {})
 
 

@@ -94,6 +94,7 @@ def tiny_params(tmp_path: Path, **phase_overrides) -> Path:
                    ("teacher", "kernel", "depth1", "depth2", "expand1", "expand2")},
     })
     raw = deep_merge(raw, {"phases": phase_overrides})
+    raw.pop("supernet")  # the trained one, wherever checkpoint_dir puts it
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -130,6 +131,7 @@ def tiny_space_params(tmp: Path, devices: dict | None = None, **overrides) -> Pa
     devices = devices or {"t1": {"backend": "torch", "threads": 1, "batch_size": 1,
                                  "latency_ms": [1.0]}}
     raw["devices"], raw["constraints"] = split_devices(devices)
+    raw.pop("supernet")  # the trained one, wherever checkpoint_dir puts it
     raw = deep_merge(raw, overrides)
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

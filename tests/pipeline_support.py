@@ -14,6 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DVC = str(BIN / "dvc")
+TRAIN = "training/dvc.yaml:"  # how DVC names the training pipeline's stages
 
 
 def stage_env(tmp: Path) -> dict:
@@ -43,7 +44,8 @@ def run(args: list[str], cwd: Path, env: dict) -> str:
 @pytest.fixture(scope="session")
 def smoke_repo(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("pipeline")
-    for name in ("dvc.yaml", "params.yaml"):
+    (repo / "training").mkdir()
+    for name in ("dvc.yaml", "params.yaml", "training/dvc.yaml"):
         shutil.copy(ROOT / name, repo / name)
     shutil.copytree(ROOT / "ofa", repo / "ofa", ignore=shutil.ignore_patterns("__pycache__"))
     # the runs trained alone are kept in git and read by the report stage

@@ -128,6 +128,9 @@ def test_misspelled_key_is_named(raw, path, value, key):
     ("constraints.cpu1-b1.latency_frac", [0.15, 0.15], "constraints.cpu1-b1.latency_frac: repeats"),
     ("constraints.nowhere", {"flops_m": [5.0]}, "constraints.nowhere: no device 'nowhere'"),
     ("devices.cpu1-b1.latency_ms", [1.0], "devices.cpu1-b1.latency_ms: unknown key"),
+    ("supernet.record", None, "supernet: give both checkpoint and record"),
+    ("supernet.checkpoint", "", "supernet.checkpoint: must be a file path"),
+    ("supernet.checkpoint", 3, "supernet.checkpoint: expected"),
 ])
 def test_bad_value_is_named(raw, path, value, needle):
     _set(raw, path, value)
@@ -166,6 +169,18 @@ def test_unknown_phase_and_preset(params):
         preset("nope")
     with pytest.raises(OFAError, match="unknown preset 'nope'"):
         load_params(ROOT / "params.yaml", "nope")
+
+
+def test_a_preset_may_not_move_the_supernet(tmp_path, monkeypatch):
+    """DVC reads the supernet's paths from params.yaml for the stages' deps: an overlay that
+    set them would make the stages depend on one file and the code read another."""
+    import ofa.config
+
+    fake = tmp_path / "moved.yaml"
+    fake.write_text("supernet: {checkpoint: x.pt, record: x.json}\n")
+    monkeypatch.setattr(ofa.config, "preset_path", lambda name: fake)
+    with pytest.raises(OFAError, match="supernet: set it in params.yaml, not in a preset"):
+        preset("moved")
 
 
 def test_bad_files(tmp_path):
@@ -310,7 +325,20 @@ def test_dataclass_defaults_agree_with_params_yaml(raw):
     defaults mean "left out" and are not compared."""
     from ofa.config import Params
 
-    assert _default_mismatches(Params, raw, "") == []
+    assert _default_mismatches(Params, {k: v for k, v in raw.items() if k != "supernet"}, "") == []
+
+
+def test_params_yaml_names_the_supernet_the_code_derives(raw):
+    """`supernet`'s null defaults mean "the trained one"; params.yaml must spell the paths out
+    (DVC reads them for the stages' deps), and they must be exactly what null derives."""
+    from ofa import paths
+
+    p = load_params(ROOT / "params.yaml")
+    bare = dataclasses_replace(p, supernet=type(p.supernet)())  # the nulls: derived
+    assert raw["supernet"] == {"checkpoint": paths.last_checkpoint(bare).as_posix(),
+                               "record": paths.training_summary(bare).as_posix()}
+    assert (paths.supernet(p), paths.supernet_record(p)) == (paths.supernet(bare),
+                                                             paths.supernet_record(bare))
 
 
 def test_a_disagreeing_default_is_found():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.pipeline_support import DVC, run, stage_env
+from tests.pipeline_support import DVC, TRAIN, run, stage_env
 
 prefect = pytest.importorskip("prefect")
 
@@ -102,9 +102,11 @@ def test_progressive_shrinking_flow_trains_through_dvc(repo_copy: Path, monkeypa
     raw = yaml.safe_load(params_path.read_text())
     raw["phases"]["expand2"]["lr"] = 0.0123
     _write_yaml(params_path, raw)
-    assert progressive_shrinking(str(params_path), ["expand2"]) == ["validate-data", "shrink@expand2"]
+    assert progressive_shrinking(str(params_path), ["expand2"]) == [
+        f"{TRAIN}validate-data", f"{TRAIN}shrink@expand2", f"{TRAIN}train-report"]
     stale = set(json.loads(run([DVC, "status", "--json"], repo_copy, env)))
-    assert "shrink@expand2" not in stale and {"evaluate", "acc-dataset"} <= stale, stale
+    assert not stale & {f"{TRAIN}shrink@expand2", f"{TRAIN}train-report"}, stale
+    assert {"evaluate", "acc-dataset"} <= stale, stale
 
 
 def test_accuracy_dataset_on_two_dask_workers_equals_the_sequential_run(tmp_path, prefect_api):

@@ -257,10 +257,13 @@ def test_cli_imports_and_exports(authors, tmp_path, monkeypatch, capsys):
     proc = cli(["--params", str(ROOT / "params.yaml"), "import-official", str(theirs),
                 "--preset", "imagenet", "--output", str(ours)], tmp_path)
     assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
-    assert proc.stdout.startswith(f"wrote {ours}: the authors' OFAMobileNetV3 width_mult 1.0")
+    record = tmp_path / "ours.json"  # what params' supernet.record names for this supernet
+    assert proc.stdout.startswith(f"wrote {ours} and its record {record}: the authors' "
+                                  "OFAMobileNetV3 width_mult 1.0")
     meta = load_checkpoint(ours, to_dict(load_params(ROOT / "params.yaml", "imagenet").space))["meta"]
     assert meta["imported"]["file"] == str(theirs)
     assert meta["imported"]["sha256"] == hashlib.sha256(theirs.read_bytes()).hexdigest()
+    assert json.loads(record.read_text()) == {"imported": meta["imported"]}
     from ofa.cli import main
 
     monkeypatch.setattr(sys, "argv", ["ofa-cli", "export-official", str(ours), "--output", str(back)])
@@ -424,3 +427,12 @@ def test_a_missing_output_folder_is_made_and_a_folder_as_output_refused(authors,
     code, line = _run(["export-official", str(imported), "--output", str(tmp_path / "dir")],
                       monkeypatch, capsys)
     assert code == 2 and "is a directory" in line
+
+
+def test_an_output_named_like_its_record_is_refused(authors, tmp_path, monkeypatch, capsys):
+    """The record goes beside the checkpoint as <name>.json, so a .json checkpoint would be
+    overwritten by its own record: refused before anything is read or written."""
+    code, line = _run(["import-official", str(authors("1.0")[1]), "--preset", "imagenet",
+                       "--output", str(tmp_path / "ours.json")], monkeypatch, capsys)
+    assert code == 2 and "record is written beside it" in line, line
+    assert list(tmp_path.glob("ours*")) == []

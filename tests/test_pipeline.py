@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.pipeline_support import DVC, ROOT, downstream, ran_stages, run, stage_env
+from tests.pipeline_support import DVC, ROOT, TRAIN, downstream, ran_stages, run, stage_env
 
 
 
 def test_dvc_stages_follow_params_phase_order():
-    """dvc.yaml's `from` of every shrinking stage must be the phase's init_from."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    """training/dvc.yaml's `from` of every shrinking stage must be the phase's init_from."""
+    stages = yaml.safe_load((ROOT / "training/dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["phases"]
     chain = stages["shrink"]["foreach"]
     assert list(chain) == [p for p in params if p != "teacher"]
@@ -38,8 +38,10 @@ def test_smoke_pipeline_runs_every_phase(smoke_repo: Path):
     assert {r["name"] for r in rows} == {"min", "mid", "max"}
     assert all(0.0 <= r["test_acc"] <= 1.0 for r in rows)
     lock = yaml.safe_load((smoke_repo / "dvc.lock").read_text())
+    trained = yaml.safe_load((smoke_repo / "training/dvc.lock").read_text())
     devices = yaml.safe_load((smoke_repo / "params.yaml").read_text())["devices"]
-    assert {"shrink@expand2", "fit-predictor", "report"} <= set(lock["stages"])
+    assert {"teacher", "shrink@expand2", "train-report"} <= set(trained["stages"])
+    assert {"evaluate", "fit-predictor", "report"} <= set(lock["stages"])
     assert {f"export@{d}" for d in devices} <= set(lock["stages"])
     pareto = (smoke_repo / "reports/pareto.md").read_text()
     for d in devices:
@@ -55,9 +57,12 @@ def test_metrics_and_plots_are_declared(smoke_repo: Path):
     devices = yaml.safe_load((smoke_repo / "params.yaml").read_text())["devices"]
     metrics = json.loads(run([dvc, "metrics", "show", "--json"], smoke_repo, env))
     data = next(iter(metrics.values()))["data"]
-    assert set(data) == {"reports/metrics.json"}, set(data)
+    assert set(data) == {"reports/metrics.json", "reports/training.json"}, set(data)
     head = data["reports/metrics.json"]["data"]
     assert set(head["test_acc"]) == {"min", "mid", "max"} and head["train_minutes"] > 0
+    trained = data["reports/training.json"]["data"]
+    assert trained["train_minutes"] == head["train_minutes"]
+    assert list(trained["phases"]) == ["teacher", "kernel", "depth1", "depth2", "expand1", "expand2"]
     for d in devices:
         dev = head[d]
         assert dev["shipped"] >= 1 and 0 <= dev["met_limit"] <= dev["shipped"]
@@ -82,16 +87,16 @@ def test_an_experiment_reruns_only_what_changed(repo_copy: Path):
     env = stage_env(repo_copy)
     dvc = DVC
     assert json.loads(run([dvc, "status", "--json"], repo_copy, env)) == {}
-    out = run([dvc, "exp", "run", "-S", "phases.expand2.lr=0.0123", "shrink@expand2"],
+    out = run([dvc, "exp", "run", "-S", "phases.expand2.lr=0.0123", f"{TRAIN}shrink@expand2"],
                repo_copy, env)
-    assert ran_stages(out) == {"shrink@expand2"}, out
+    assert ran_stages(out) == {f"{TRAIN}shrink@expand2"}, out
     assert yaml.safe_load((repo_copy / "params.yaml").read_text())["phases"]["expand2"]["lr"] == 0.0123
     shown = run([dvc, "exp", "show", "--json"], repo_copy, env)
     assert "0.0123" in shown
     stale = set(json.loads(run([dvc, "status", "--json"], repo_copy, env)))
-    assert {"evaluate", "acc-dataset"} <= stale, stale
-    assert not stale & {"validate-data", "teacher", "shrink@kernel", "shrink@depth1",
-                        "shrink@depth2", "shrink@expand1", "shrink@expand2"}, stale
+    assert {"evaluate", "acc-dataset", f"{TRAIN}train-report"} <= stale, stale
+    assert not stale & {TRAIN + s for s in ("validate-data", "teacher", "shrink@kernel",
+                        "shrink@depth1", "shrink@depth2", "shrink@expand1", "shrink@expand2")}, stale
     assert not any(name.startswith("latency@") for name in stale), stale
 
 
@@ -102,7 +107,7 @@ def test_editing_the_active_preset_makes_the_stages_stale(repo_copy: Path):
     preset = repo_copy / "ofa/presets/smoke.yaml"
     preset.write_text(preset.read_text().replace("population: 20", "population: 21"))
     stale = set(json.loads(run([DVC, "status", "--json"], repo_copy, env)))
-    assert {"teacher", "search@cpu1-b1", "report"} <= stale, stale
+    assert {f"{TRAIN}teacher", f"{TRAIN}train-report", "search@cpu1-b1", "report"} <= stale, stale
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ def test_no_stage_lists_a_module_that_does_not_exist(stages):
 
 def test_removing_a_dependency_is_caught(stages):
     """The check fails, naming stage and module, when dvc.yaml loses one dep."""
-    teacher = stages["teacher"]
+    teacher = stages["training/dvc.yaml:teacher"]
     assert "ofa/seeding.py" in teacher.deps
     cut = dataclasses.replace(teacher, deps=tuple(d for d in teacher.deps if d != "ofa/seeding.py"))
     assert missing_deps({"teacher": cut}) == [("teacher", "ofa/seeding.py")]
@@ -37,8 +37,8 @@ def test_removing_a_dependency_is_caught(stages):
 
 def test_training_does_not_depend_on_device_code(stages):
     """A change to latency tables, search or export never reruns training."""
-    for name in ("teacher", "shrink@kernel", "shrink@expand2"):
-        mods = stage_modules(stages[name])
+    for name in ("teacher", "shrink@kernel", "shrink@expand2", "train-report"):
+        mods = stage_modules(stages[f"training/dvc.yaml:{name}"])
         assert not {m for m in mods if m.split(".")[:2] in (["ofa", "latency"], ["ofa", "search"],
                                                             ["ofa", "predictor"])}, name
         assert not mods & {"ofa.export", "ofa.specialize", "ofa.report"}, name
@@ -71,7 +71,8 @@ def test_an_undeclared_params_read_is_caught(stages):
     from tests.records import undeclared_reads
 
     raw = {"train": {"batch_size": 128}, "phases": {"teacher": {"lr": 0.1}}}
-    teacher = dataclasses.replace(stages["teacher"], params=("preset", "phases.teacher"))
+    teacher = dataclasses.replace(stages["training/dvc.yaml:teacher"],
+                                  params=("preset", "phases.teacher"))
     trace = {"argv": ["train", "--phase", "teacher", "--no-progress"],
              "reads": ["train.batch_size", "phases.teacher.lr", "train.report_dir"]}
     assert undeclared_reads({"teacher": teacher}, [trace], raw) == [("teacher", "train.batch_size")]
