@@ -82,4 +82,3 @@ class DeviceMeter:
                                   backend=self.params.train.eval_backend)
             self.acc[config] = float(row["val_acc"])
         return self.acc[config]
-

@@ -70,12 +70,25 @@ def repo_copy(smoke_repo: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def dag_edges(dot: str) -> list[tuple[str, str]]:
+    """(from, to) stage pairs of a `dvc dag --dot` graph."""
+    return [tuple(part.strip().strip('";') for part in line.split("->"))
+            for line in dot.splitlines() if "->" in line]
+
+
 def downstream(dot: str, stages: set[str]) -> set[str]:
     """`stages` and every stage after them in a `dvc dag --dot` graph: what `dvc repro` runs
     when they changed (`dvc repro --dry` cannot say: it hashes the new stages' missing deps)."""
-    edges = [tuple(part.strip().strip('";') for part in line.split("->"))
-             for line in dot.splitlines() if "->" in line]
-    out, grew = set(stages), True
+    return _reach(dag_edges(dot), stages)
+
+
+def upstream(dot: str, stage: str) -> set[str]:
+    """Every stage `stage` depends on, directly or not, in a `dvc dag --dot` graph."""
+    return _reach([(b, a) for a, b in dag_edges(dot)], {stage}) - {stage}
+
+
+def _reach(edges: list[tuple[str, str]], start: set[str]) -> set[str]:
+    out, grew = set(start), True
     while grew:
         more = {b for a, b in edges if a in out} - out
         out |= more

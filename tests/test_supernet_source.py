@@ -11,21 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.pipeline_support import DVC, ROOT, TRAIN, downstream, ran_stages, run, stage_env
-
-
-def upstream(dot: str, stage: str) -> set[str]:
-    """Every stage `stage` depends on, directly or not, in a `dvc dag --dot` graph."""
-    edges = [tuple(part.strip().strip('";') for part in line.split("->"))
-             for line in dot.splitlines() if "->" in line]
-    out, todo = set(), [stage]
-    while todo:
-        node = todo.pop()
-        for a, b in edges:
-            if b == node and a not in out:
-                out.add(a)
-                todo.append(a)
-    return out
+from tests.pipeline_support import (DVC, ROOT, TRAIN, downstream, ran_stages, run, stage_env,
+                                    upstream)
 
 
 def test_the_trained_supernet_pulls_training_in():
