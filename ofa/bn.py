@@ -16,6 +16,8 @@ from typing import Iterable, Literal
 import torch
 from torch import nn
 
+from ofa.device import module_device
+
 
 BnRecal = Literal["exact", "authors"]
 
@@ -36,6 +38,7 @@ def recalibrate(model: nn.Module, inputs: Iterable[torch.Tensor], mode: BnRecal 
     for m in norms:
         m.reset_running_stats()
     was_training = model.training
+    device = module_device(model)
     model.train()
     try:
         seen = 0
@@ -43,7 +46,7 @@ def recalibrate(model: nn.Module, inputs: Iterable[torch.Tensor], mode: BnRecal 
             n = int(x.shape[0])
             for m in norms:
                 m.momentum = n / (seen + n)
-            model(x)
+            model(x.to(device, non_blocking=True))  # where the model is (ofa/device.py)
             seen += n
         if seen == 0:
             raise ValueError("BN recalibration needs at least one batch")

@@ -68,6 +68,8 @@ class TrainConfig:
     eval_backend: Literal["torch", "onnxruntime"] = field()
     final_eval_images: int = 0  # images per split for `ofa-cli evaluate` (0 = whole split)
     processes: int = optional(2)  # local data-parallel training workers (ofa/launch.py)
+    # where training and torch evaluation run (ofa/device.py): auto = CUDA where available
+    device: Literal["auto", "cpu", "cuda"] = optional("auto", omit_at_default=True)
     checkpoint_dir: str = optional("data/checkpoints")
     report_dir: str = optional("reports/train")
     seed: int = 0

@@ -55,8 +55,8 @@ class Split:
         """The split for passes at `resolution`: the same images (`to_input` resizes them)."""
         return self
 
-    def read(self, chunks: Sequence[torch.Tensor],
-             seeds: Sequence[torch.Tensor] | None = None) -> Iterator[torch.Tensor]:
+    def read(self, chunks: Sequence[torch.Tensor], seeds: Sequence[torch.Tensor] | None = None,
+             sizes: Sequence[int] | None = None) -> Iterator[torch.Tensor]:
         return (self.images[idx] for idx in chunks)
 
 
@@ -215,13 +215,15 @@ def sample_mean_std(split: AnySplit, limit: int, batch_size: int = 100
 
 # -- batches ---------------------------------------------------------------------------------
 def batches(split: AnySplit, batch_size: int, *, generator: torch.Generator | None = None,
-            limit: int = 0, rank: int = 0, world: int = 1,
-            drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            limit: int = 0, rank: int = 0, world: int = 1, drop_last: bool = False,
+            sizes: Sequence[int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled (with `generator`) or ordered uint8 batches; each DDP rank takes its own share.
 
     A split with a random transform (a folder's training split) also gets one seed per image,
     drawn from `generator` after the order (from a fixed one without) and before the ranks
-    take their shares: an image's crop then depends on neither rank nor worker count."""
+    take their shares: an image's crop then depends on neither rank nor worker count.
+    `sizes`: each batch's resolution, for a split that decodes at it (a folder: the training
+    step's sampled resolution); in-memory images come as stored and `to_input` resizes them."""
     n = len(split)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     if limit:
@@ -235,7 +237,7 @@ def batches(split: AnySplit, batch_size: int, *, generator: torch.Generator | No
     starts = range(0, max(last, 0), batch_size)
     chunks = [order[s:s + batch_size] for s in starts]
     seed_chunks = None if seeds is None else [seeds[s:s + batch_size] for s in starts]
-    for idx, x in zip(chunks, split.read(chunks, seed_chunks)):
+    for idx, x in zip(chunks, split.read(chunks, seed_chunks, sizes)):
         yield x, split.labels[idx]
 
 

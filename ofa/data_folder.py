@@ -75,21 +75,22 @@ def load_image(path: Path, size: int, seed: int = NO_SEED) -> torch.Tensor:
 
 
 class _Reader(torch.utils.data.Dataset):
-    """What a worker process sees: (file index, seed) -> (image, error). A failed read comes
-    back as a message, so the main process raises one clean OFAError (not a worker traceback)."""
+    """What a worker process sees: (file index, seed, size) -> (image, error). A failed read
+    comes back as a message, so the main process raises one clean OFAError (not a worker
+    traceback)."""
 
     def __init__(self, split: "FolderSplit") -> None:
-        self.root, self.files, self.size = split.root, split.files, split.size
+        self.root, self.files = split.root, split.files
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, str]:
-        index, seed = key
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, str]:
+        index, seed, size = key
         try:
-            return load_image(self.root / os.fsdecode(self.files[index]), self.size, seed), ""
+            return load_image(self.root / os.fsdecode(self.files[index]), size, seed), ""
         except OFAError as exc:
-            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), str(exc)
+            return torch.zeros(3, size, size, dtype=torch.uint8), str(exc)
 
 
 def _collate(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, str]:
@@ -99,18 +100,19 @@ def _collate(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, str]:
 
 class _Keys:
     """The DataLoader's batch sampler: our precomputed order, made into keys lazily (an
-    ImageNet epoch as Python tuples would take ~150 MB)."""
+    ImageNet epoch as Python tuples would take ~150 MB); each batch at its own size."""
 
-    def __init__(self, chunks: Sequence[torch.Tensor], seeds: Sequence[torch.Tensor] | None):
-        self.chunks, self.seeds = chunks, seeds
+    def __init__(self, chunks: Sequence[torch.Tensor], seeds: Sequence[torch.Tensor] | None,
+                 sizes: Sequence[int]):
+        self.chunks, self.seeds, self.sizes = chunks, seeds, sizes
 
     def __len__(self) -> int:
         return len(self.chunks)
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         for k, idx in enumerate(self.chunks):
             seeds = self.seeds[k].tolist() if self.seeds is not None else [NO_SEED] * len(idx)
-            yield list(zip(idx.tolist(), seeds))
+            yield [(i, seed, self.sizes[k]) for i, seed in zip(idx.tolist(), seeds)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,13 +162,18 @@ class FolderSplit:
         check images)."""
         return torch.stack([load_image(self.path(i), self.size) for i in idx.tolist()])
 
-    def read(self, chunks: Sequence[torch.Tensor],
-             seeds: Sequence[torch.Tensor] | None) -> Iterator[torch.Tensor]:
+    def read(self, chunks: Sequence[torch.Tensor], seeds: Sequence[torch.Tensor] | None,
+             sizes: Sequence[int] | None = None) -> Iterator[torch.Tensor]:
         """The uint8 batches of `chunks` (file indices) in order, decoded by `workers`
-        processes; `seeds` (one per image) select the training transform."""
+        processes; `seeds` (one per image) select the training transform, `sizes` (one per
+        batch, default the split's size) the resolution each batch is decoded at directly."""
         from torch.utils.data import DataLoader
 
-        loader = DataLoader(_Reader(self), batch_sampler=_Keys(chunks, seeds),
+        if sizes is None:
+            sizes = [self.size] * len(chunks)
+        elif len(sizes) < len(chunks):
+            raise ValueError(f"{len(sizes)} batch sizes for {len(chunks)} batches")
+        loader = DataLoader(_Reader(self), batch_sampler=_Keys(chunks, seeds, sizes),
                             num_workers=self.workers, collate_fn=_collate,
                             pin_memory=torch.cuda.is_available(),
                             generator=torch.Generator().manual_seed(0))  # not the global RNG

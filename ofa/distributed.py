@@ -10,6 +10,8 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
+from ofa.device import DevicePref, resolve_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -22,23 +24,19 @@ class DistContext:
         return self.rank == 0
 
 
-def init_distributed() -> DistContext:
-    """Join the process group torchrun describes (gloo on CPU, nccl on GPU); else single process."""
+def init_distributed(pref: DevicePref = "auto") -> DistContext:
+    """Join the process group torchrun describes (gloo on CPU, nccl on GPU); else single
+    process. `pref` is `train.device` (ofa/device.py)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0
+    device = resolve_device(pref, local)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if world <= 1:
-        return DistContext(device=_device(0))
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    device = _device(local)
+        return DistContext(device=device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistContext(rank, world, device)
-
-
-def _device(local_rank: int) -> torch.device:
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+    return DistContext(int(os.environ["RANK"]), world, device)
 
 
 def barrier(ctx: DistContext) -> None:

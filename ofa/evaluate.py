@@ -130,7 +130,7 @@ def evaluate_checkpoint(params: Params, path: Path, extra: list[str],
     jobs = [(name, getattr(space, f"{name}_config")(r))
             for name in ("min", "mid", "max") for r in params.space.resolutions]
     jobs += [(f"given{i}", space.validate(SubnetConfig.parse(t))) for i, t in enumerate(extra)]
-    net = load_for_inference(params, path)
+    net = load_for_inference(params, path, params.train.eval_backend)
     data = load_dataset(params.data, params.space)
     settings = EvalSettings.of(params)
     rows, inputs = [], InputCache(data, settings)

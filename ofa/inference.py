@@ -18,6 +18,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from ofa.device import module_device
+
 ORT_BATCH = 128   # rows per ONNX Runtime run (100-128 ran faster than 500 here)
 
 Labelled = Iterable[tuple[torch.Tensor, torch.Tensor]]  # re-iterable, with len()
@@ -46,7 +48,8 @@ def fold_bn(model: nn.Module) -> nn.Module:
 def hits(model: nn.Module, labelled: Labelled) -> torch.Tensor:
     """Per image, whether the model's top-1 is right (torch eager, BN folded)."""
     model = fold_bn(model)
-    out = [model(x).argmax(1) == y for x, y in labelled]
+    device = module_device(model)
+    out = [model(x.to(device, non_blocking=True)).argmax(1).cpu() == y for x, y in labelled]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
@@ -54,7 +57,7 @@ def onnx_session(model: nn.Module, example: torch.Tensor, threads: int):
     """An in-memory ONNX Runtime session of `model` (BN folded), `threads` intra-op threads."""
     import onnxruntime as ort
 
-    folded = fold_bn(model).to(memory_format=torch.contiguous_format)
+    folded = fold_bn(model).cpu().to(memory_format=torch.contiguous_format)
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning, UserWarning))

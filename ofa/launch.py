@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ofa import paths
 from ofa.config import Params
+from ofa.device import local_workers
 from ofa.distributed import init_distributed
 from ofa.errors import OFAError
 from ofa.locks import HELD_ENV, exclusive
@@ -170,8 +171,9 @@ def run_phase(params: Params, params_path: Path, preset: str | None, phase: str,
 
 def _run_phase(params: Params, params_path: Path, preset: str | None, phase: str,
                progress: bool, command: list[str] | None) -> TrainedPhase:
-    if params.train.processes > 1 and not in_world():
-        code = launch_workers(params.train.processes,
+    workers = local_workers(params.train.processes, params.train.device)
+    if workers > 1 and not in_world():
+        code = launch_workers(workers,
                               worker_args(params_path, preset,
                                           command or ["train", "--phase", phase], progress))
         if code != 0:
@@ -179,5 +181,6 @@ def _run_phase(params: Params, params_path: Path, preset: str | None, phase: str
         report = paths.train_report(params, phase)
         return TrainedPhase(paths.checkpoint(params, phase), report,
                             json.loads(report.read_text())["history"], True)
-    result = train_phase(params, phase, init_distributed(), show_progress=progress)
+    result = train_phase(params, phase, init_distributed(params.train.device),
+                         show_progress=progress)
     return TrainedPhase(result.checkpoint, result.report, result.history, False)

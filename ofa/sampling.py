@@ -19,11 +19,12 @@ width's channels as one set (`ElasticBlock.sort_channels`).
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Literal
 
 from ofa.config import Params
-from ofa.space import Choices, SearchSpace
+from ofa.space import Choices, SearchSpace, SubnetConfig
 
 
 @dataclass(frozen=True)
@@ -61,3 +62,26 @@ def phase_plan(params: Params, name: str) -> PhasePlan:
         elif min(choices.expand) < min(before) and params.sampling.channel_sort == "nested":
             sort, keep = "nested", min(before)
     return PhasePlan(choices, sandwich, sort, keep)
+
+
+def step_configs(space: SearchSpace, rng: random.Random, choices: Choices, r: int, n: int,
+                 sandwich: bool) -> list[SubnetConfig]:
+    """The subnets of one step; the generator is consumed alike with or without the sandwich."""
+    cfgs = [space.sample(rng, choices, r) for _ in range(n)]
+    if sandwich and n >= 2:
+        cfgs[0], cfgs[1] = space.largest(choices, r), space.smallest(choices, r)
+    return cfgs
+
+
+def epoch_draws(space: SearchSpace, rng: random.Random, choices: Choices, steps: int, n: int,
+                sandwich: bool, fixed: SubnetConfig | None = None
+                ) -> list[tuple[int, list[SubnetConfig]]]:
+    """Every step's resolution and subnets for one epoch, drawn up front in the order a step
+    draws them (resolution, then subnets), so that an image folder can decode each batch at
+    its step's resolution; `fixed`: one subnet only (a from-scratch run)."""
+    draws = []
+    for _ in range(steps):
+        r = rng.choice(choices.resolution)
+        draws.append((r, [fixed] * n if fixed is not None else
+                      step_configs(space, rng, choices, r, n, sandwich)))
+    return draws

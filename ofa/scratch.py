@@ -49,7 +49,7 @@ def write_scratch_report(params: Params, name: str) -> dict:
     and what it cost: training seconds and images seen."""
     cfg = SubnetConfig.parse(params.phase(name).fixed)
     train = json.loads(paths.train_report(params, name).read_text())
-    net = load_for_inference(params, paths.checkpoint(params, name))
+    net = load_for_inference(params, paths.checkpoint(params, name), params.train.eval_backend)
     data = load_dataset(params.data, params.space)
     row = evaluate_subnet(net, cfg, data, EvalSettings.of(params), ("val", "test"),
                           params.train.final_eval_images, backend=params.train.eval_backend)

@@ -33,7 +33,7 @@ from ofa.errors import OFAError
 from ofa.evaluate import EvalSettings, evaluate_subnet
 from ofa.nn.supernet import OFAMobileNetV3
 from ofa.progress import make_progress
-from ofa.sampling import phase_plan
+from ofa.sampling import epoch_draws, phase_plan
 from ofa.seeding import derive_seed, torch_seed
 from ofa.space import Choices, SearchSpace, SubnetConfig
 from ofa.weights import load_supernet, load_weights
@@ -58,15 +58,6 @@ def epoch_steps(phase: PhaseConfig, n_train: int, batch_size: int) -> int:
     """Optimizer steps per epoch: `images_per_epoch` (0 = the whole training split), in full
     batches."""
     return min(phase.images_per_epoch or n_train, n_train) // batch_size
-
-
-def step_configs(space: SearchSpace, rng: random.Random, choices: Choices, r: int, n: int,
-                 sandwich: bool) -> list[SubnetConfig]:
-    """The subnets of one step; the generator is consumed alike with or without the sandwich."""
-    cfgs = [space.sample(rng, choices, r) for _ in range(n)]
-    if sandwich and n >= 2:
-        cfgs[0], cfgs[1] = space.largest(choices, r), space.smallest(choices, r)
-    return cfgs
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
@@ -177,13 +168,16 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
             task = bar.add_task(f"{phase} {epoch + 1}/{ph.epochs}", total=steps, info="")
             sums = [0.0, 0.0, 0.0]  # loss, correct, samples
             t0 = time.perf_counter()
+            draws = epoch_draws(space, arch_rng, choices, steps, ph.subnets_per_step,
+                                plan.sandwich, fixed)
             for i, (x, y) in enumerate(batches(data.train, per_rank, generator=data_gen,
                                                limit=steps * tc.batch_size, rank=ctx.rank,
-                                               world=ctx.world, drop_last=True)):
+                                               world=ctx.world, drop_last=True,
+                                               sizes=[r for r, _ in draws])):
                 lr = lr_at(epoch * steps + i, total, warmup, ph.lr)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                r = arch_rng.choice(choices.resolution)
+                r, cfgs = draws[i]
                 if params.data.augment_batches:  # a folder's batches come augmented
                     x = augment(x, aug_gen)
                 x = to_input(x, r, data.mean, data.std, tc.channels_last)
@@ -193,8 +187,6 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
                     with torch.no_grad():
                         soft = F.softmax(teacher(x, space.max_config(r)), dim=1)
                 opt.zero_grad(set_to_none=True)
-                cfgs = [fixed] * ph.subnets_per_step if fixed is not None else \
-                    step_configs(space, arch_rng, choices, r, ph.subnets_per_step, plan.sandwich)
                 for j, cfg in enumerate(cfgs):
                     # DDP averages gradients once per step, after the last subnet's backward
                     with _accumulating(model, last=j == len(cfgs) - 1):

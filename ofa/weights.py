@@ -10,6 +10,7 @@ from torch import nn
 
 from ofa.checkpoint import load_checkpoint
 from ofa.config import Params, to_dict
+from ofa.device import eval_device
 from ofa.errors import OFAError
 from ofa.nn.supernet import OFAMobileNetV3
 from ofa.space import SearchSpace
@@ -33,9 +34,13 @@ def load_supernet(params: Params, path: Path) -> tuple[OFAMobileNetV3, dict]:
     return net, payload["meta"]
 
 
-def load_for_inference(params: Params, path: Path) -> OFAMobileNetV3:
-    """load_supernet in the memory format evaluation runs in (`train.channels_last`)."""
+def load_for_inference(params: Params, path: Path, backend: str | None = None) -> OFAMobileNetV3:
+    """load_supernet in the memory format evaluation runs in (`train.channels_last`); with the
+    evaluation `backend` named, on the device its passes run on (torch's on `train.device`,
+    ONNX Runtime's on the CPU: ofa/device.py)."""
     net, _ = load_supernet(params, Path(path))
+    if backend is not None:
+        net = net.to(eval_device(params.train.device, backend))
     if params.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
     return net

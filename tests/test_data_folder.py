@@ -202,6 +202,33 @@ def test_reading_a_whole_folder_keeps_resident_memory_bounded(tmp_path):
         f"holding grew {r['held'] / 2**20:.1f} MB, streaming {r['streamed'] / 2**20:.1f} MB"
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_training_batches_are_decoded_at_each_steps_resolution(folder, workers):
+    """No resize after decoding: each batch is the random resized crop at its step's size."""
+    split = dataclasses.replace(load_dataset(folder_cfg(folder, augment=True)).train,
+                                workers=workers)
+    sizes = [12, 20, 16, 32, 12, 24, 28, 16, 20]  # 60 images: 9 batches of up to 7
+    got = list(batches(split, 7, generator=torch.Generator().manual_seed(3), sizes=sizes))
+    assert [tuple(x.shape[1:]) for x, _ in got] == [(3, r, r) for r in sizes]
+    gen = torch.Generator().manual_seed(3)  # the same order and per-image seeds as batches draws
+    order = torch.randperm(len(split), generator=gen)
+    seeds = torch.randint(0, 2**62, (len(order),), generator=gen)
+    for k, (x, y) in enumerate(got):
+        idx, sd = order[7 * k:7 * k + 7], seeds[7 * k:7 * k + 7]
+        expect = torch.stack([load_image(split.path(i), sizes[k], s) for i, s in
+                              zip(idx.tolist(), sd.tolist())])
+        assert torch.equal(x, expect) and torch.equal(y, split.labels[idx])
+    x, _ = next(iter(got))
+    assert torch.equal(to_input(x, 12, (0.5,) * 3, (0.25,) * 3, False),
+                        (x.float() / 255 - 0.5) / 0.25)  # already at 12 px: not resampled
+
+
+def test_too_few_batch_sizes_are_refused(folder):
+    split = load_dataset(folder_cfg(folder)).train
+    with pytest.raises(ValueError, match="2 batch sizes for 8 batches"):
+        list(batches(split, 8, sizes=[16, 16]))
+
+
 # -- the real steps on a folder -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def folder_params(folder, tmp_path_factory):

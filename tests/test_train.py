@@ -12,7 +12,8 @@ from conftest import tiny_params
 from ofa.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from ofa.config import load_params
 from ofa.errors import OFAError
-from ofa.train import lr_at, soft_cross_entropy, step_configs
+from ofa.sampling import step_configs
+from ofa.train import lr_at, soft_cross_entropy
 
 
 def test_changed_params_do_not_resume(tmp_path: Path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ofa.device import module_device
+
 from ofa.nn.ops import conv_macs
 from ofa.space import SubnetConfig
 
@@ -43,7 +45,8 @@ def count_macs(model: nn.Module, resolution: int, in_channels: int) -> int:
     was_training = model.training
     try:
         model.eval()
-        model(torch.zeros(1, in_channels, resolution, resolution))
+        device = module_device(model)
+        model(torch.zeros(1, in_channels, resolution, resolution, device=device))
     finally:
         for h in handles:
             h.remove()

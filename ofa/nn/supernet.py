@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops.misc import Conv2dNormActivation
 
+from ofa.device import module_device
 from ofa.nn.blocks import ElasticMBConv, norm_factory, static_block
 from ofa.nn.ops import ACTIVATIONS, init_weights
 from ofa.nn.static import StaticSubnet
@@ -72,7 +73,8 @@ class OFAMobileNetV3(nn.Module):
         layers.append(copy.deepcopy(self.final_expand))
         net = StaticSubnet(nn.Sequential(*layers), copy.deepcopy(self.classifier), cfg,
                            c.in_channels)
-        return net.train(self.training)
+        # the copied stem and head live where the supernet does, the new blocks on the CPU
+        return net.to(module_device(self)).train(self.training)
 
     @torch.no_grad()
     def sort_channels(self, keep_expand: int | None = None) -> None:

@@ -80,7 +80,8 @@ def measure_supernet(params: Params, net, configs: Sequence[SubnetConfig],
 def measure_checkpoint(params: Params, checkpoint: Path, configs: Sequence[SubnetConfig],
                        progress=None) -> list[dict]:
     """Load the supernet of `checkpoint` and measure these subnets (any process, any host)."""
-    return measure_supernet(params, load_for_inference(params, checkpoint), configs, progress)
+    net = load_for_inference(params, checkpoint, params.predictor.backend)
+    return measure_supernet(params, net, configs, progress)
 
 
 def write_dataset(rows: list[dict], path: Path):
@@ -126,7 +127,8 @@ def build_acc_dataset(params: Params, checkpoint: Path, out: Path | None = None,
                       n: int | None = None, show_progress: bool = True):
     """Sample, measure and write `predictor.dataset_path` (or `out`); returns the DataFrame."""
     pc = params.predictor
-    net = load_for_inference(params, Path(checkpoint))  # also refuses a foreign checkpoint early
+    # also refuses a foreign checkpoint early
+    net = load_for_inference(params, Path(checkpoint), pc.backend)
     configs = sample_configs(net.space, n or pc.n_subnets, pc.seed)
     with make_progress(show_progress) as bar:
         task = bar.add_task("accuracy dataset", total=len(configs), info="")
