@@ -33,7 +33,19 @@ def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str]) 
     return len(header).to_bytes(8, "little") + header + raw[8 + n:]
 
 
+def _on_cpu(state: dict) -> dict:
+    """A state dict with CPU tensors (one written on a GPU then reads alike everywhere); a
+    CPU one is returned as it is, so its bytes do not change."""
+    if all(not isinstance(v, torch.Tensor) or v.device.type == "cpu" for v in state.values()):
+        return state
+    out = type(state)((k, v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in state.items())
+    if hasattr(state, "_metadata"):
+        out._metadata = state._metadata  # load_state_dict reads the modules' versions from it
+    return out
+
+
 def save_checkpoint(path: Path, model: dict, meta: dict, optimizer: dict | None = None) -> None:
+    model = _on_cpu(model)
     payload = {"format": FORMAT, "meta": meta, "model": model}
     if optimizer is not None:
         payload["optimizer"] = optimizer

@@ -92,3 +92,40 @@ def test_recalibration_and_passes_take_cpu_batches_wherever_the_model_is(superne
     ort = split_hits(there, [labelled], "onnxruntime", threads=1)[0]  # exported from a CPU copy
     assert ort.device.type == "cpu" and len(ort) == 16
     assert module_device(there).type == device  # the pass left the model where it was
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_training_steps_on_a_device_give_the_cpus_gradients(space, device):
+    """Forward and backward of the min and max subnets at the smallest resolution (maps
+    smaller than 7x7 kernels: the CPU's dense depthwise route, not taken on a GPU) match the
+    CPU's gradients; on the CPU itself, those of torch's own ops (native_kernel=False)."""
+    from ofa.nn.supernet import OFAMobileNetV3
+
+    torch.manual_seed(0)
+    cpu = OFAMobileNetV3(space).train()
+    there = OFAMobileNetV3(space, native_kernel=False).train()
+    there.load_state_dict(cpu.state_dict())
+    there = there.to(device)
+    for m in [*cpu.modules(), *there.modules()]:
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0  # the same function on both sides (their random masks would differ)
+    r = min(space.cfg.resolutions)
+    x = torch.randn(4, space.cfg.in_channels, r, r, generator=torch.Generator().manual_seed(1))
+    for cfg in (space.max_config(r), space.min_config(r)):
+        cpu.zero_grad(), there.zero_grad()
+        cpu(x, cfg).square().mean().backward()
+        there(x.to(device), cfg).square().mean().backward()
+        for (name, a), b in zip(cpu.named_parameters(), there.parameters()):
+            if a.grad is not None:
+                torch.testing.assert_close(b.grad.cpu(), a.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_a_checkpoint_keeps_a_cpu_state_dict_as_it_is(tmp_path, space):
+    from ofa.checkpoint import _on_cpu, load_checkpoint, save_checkpoint
+    from ofa.nn.supernet import OFAMobileNetV3
+
+    state = OFAMobileNetV3(space).state_dict()
+    assert _on_cpu(state) is state
+    save_checkpoint(tmp_path / "c.pt", state, {"phase": "t"})
+    back = load_checkpoint(tmp_path / "c.pt")["model"]
+    assert all(torch.equal(back[k], v) and back[k].device.type == "cpu" for k, v in state.items())

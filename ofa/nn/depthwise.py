@@ -45,7 +45,8 @@ def dense_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel: int,
     xs = x.permute(1, 0, 2, 3).reshape(c, n, h * w).contiguous()
     gs = grad_out.permute(1, 2, 3, 0).reshape(c, ho * wo, n).contiguous()
     pairs = torch.bmm(gs, xs).reshape(c, ho * wo * h * w)
-    return (pairs @ tap_matrix(h, w, kernel, stride, x.dtype)).reshape(c, 1, kernel, kernel)
+    taps = tap_matrix(h, w, kernel, stride, x.dtype).to(x.device)
+    return (pairs @ taps).reshape(c, 1, kernel, kernel)
 
 
 class _DepthwiseConv(torch.autograd.Function):
@@ -84,8 +85,10 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int,
     ops (plus the dense route on small maps), e.g. to measure what the kernel gains."""
     k = weight.shape[-1]
     if torch.is_grad_enabled() and weight.requires_grad:
-        # 3x3 on several threads: oneDNN's own kernel is as fast (reports/RESULTS.md)
+        # 3x3 on several threads: oneDNN's own kernel is as fast (reports/RESULTS.md); the
+        # dense route works around oneDNN, so a GPU keeps its own convolution
         use_native = native_kernel and native.usable(x) and (k > 3 or torch.get_num_threads() == 1)
-        if use_native or needs_dense_grad(k, x.shape[-2], x.shape[-1]):
+        dense = x.device.type == "cpu" and needs_dense_grad(k, x.shape[-2], x.shape[-1])
+        if use_native or dense:
             return _DepthwiseConv.apply(x, weight, stride, use_native)
     return F.conv2d(x, weight, None, stride, k // 2, 1, x.shape[1])
