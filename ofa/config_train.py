@@ -103,12 +103,16 @@ class PhaseConfig:
     # where the soft labels come from: the teacher phase's checkpoint (the paper), or the
     # step's own largest subnet (BigNAS's in-place distillation; needs a sandwich sampling)
     kd_from: Literal["teacher", "largest"] = optional("teacher")
+    # where the phase's cosine decay ends (0: a restart per phase; the next phase's lr: one
+    # continuous schedule across the phases)
+    lr_end: float = optional(0.0, omit_at_default=True)
     fixed: str | None = optional(None)  # one subnet only (a from-scratch baseline: the supernet
     # restricted to this config, at its resolution); written by `ofa-cli train-scratch`
 
     def __post_init__(self) -> None:
         _require(self.epochs > 0, "epochs", "must be positive")
         _require(self.lr > 0, "lr", "must be positive")
+        _require(0 <= self.lr_end <= self.lr, "lr_end", f"must be in [0, lr] = [0, {self.lr}]")
         _require(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs",
                  f"must be in [0, epochs] = [0, {self.epochs}]")
         _require(self.images_per_epoch >= 0, "images_per_epoch", "must be >= 0")

@@ -47,11 +47,12 @@ class PhaseResult:
     model: OFAMobileNetV3  # this rank's trained weights (identical on every DDP rank)
 
 
-def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+def lr_at(step: int, total: int, warmup: int, base: float, end: float = 0.0) -> float:
+    """Linear warm-up to `base`, then cosine decay from `base` to `end`."""
     if step < warmup:
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * base * (1 + math.cos(math.pi * progress))
+    return end + 0.5 * (base - end) * (1 + math.cos(math.pi * progress))
 
 
 def epoch_steps(phase: PhaseConfig, n_train: int, batch_size: int) -> int:
@@ -174,7 +175,7 @@ def _train_phase(params: Params, phase: str, ctx: DistContext, data: Dataset | N
                                                limit=steps * tc.batch_size, rank=ctx.rank,
                                                world=ctx.world, drop_last=True,
                                                sizes=[r for r, _ in draws])):
-                lr = lr_at(epoch * steps + i, total, warmup, ph.lr)
+                lr = lr_at(epoch * steps + i, total, warmup, ph.lr, ph.lr_end)
                 for group in opt.param_groups:
                     group["lr"] = lr
                 r, cfgs = draws[i]

@@ -89,6 +89,7 @@ BAD_NUMBERS = [
     ("phases.teacher.lr", [math.inf, 1e300, 11.0, 0.0, -0.1, math.nan]),
     ("phases.kernel.kd_ratio", [math.inf, 1e3, -1.0, math.nan]),
     ("phases.kernel.warmup_epochs", [math.inf, 2.0, -0.5]),   # kernel trains 1 epoch
+    ("phases.kernel.lr_end", [math.inf, math.nan, -0.01, 0.05]),  # above kernel's lr 0.03
     ("train.weight_decay", [math.inf, 2.0, -1e-4, math.nan]),
     ("train.momentum", [math.inf, 1.0, -0.1]),
     ("train.label_smoothing", [1.0, math.inf, -0.1]),

@@ -75,6 +75,10 @@ def test_schedule_and_losses():
     assert lr_at(0, 100, 10, 1.0) == pytest.approx(0.1)
     assert lr_at(10, 100, 10, 1.0) == pytest.approx(1.0)
     assert lr_at(99, 100, 10, 1.0) < 0.01
+    # a phase ending where the next one starts: the cosine lands on lr_end, never below it
+    ends = [lr_at(s, 100, 10, 1.0, 0.4) for s in range(100)]
+    assert ends[10] == pytest.approx(1.0) and ends[-1] == pytest.approx(0.4, abs=1e-3)
+    assert min(ends[10:]) >= 0.4 and ends[10:] == sorted(ends[10:], reverse=True)
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
     target = torch.softmax(logits, 1)
     entropy = -(target * target.log()).sum(1).mean()
