@@ -117,6 +117,9 @@ class LatencyConfig:
     repeats: int = 31             # timings per layer; the table keeps median and spread
     min_seconds: float = bounded("[0, 3600]", 20.0, is_optional=True)  # more rounds while the timed ones took less (fast devices)
     check_subnets: int = 50       # random full subnets timed end to end to check the table
+    # timing sessions of the check at most, while the machine's speed drifts (the one whose
+    # drift is closest to 1 is reported)
+    check_sessions: int = optional(3)
     seed: int = 0
     calibration_subnets: int = optional(24)  # subnets timed end to end to fit scales and overhead
     table_dir: str = optional("data/latency")
@@ -127,6 +130,7 @@ class LatencyConfig:
         require(self.repeats >= 3, "latency.repeats", "must be at least 3")
         require(self.min_seconds >= 0, "latency.min_seconds", "must be >= 0")
         require(self.check_subnets >= 2, "latency.check_subnets", "must be at least 2")
+        require(1 <= self.check_sessions <= 10, "latency.check_sessions", "must be in [1, 10]")
         require(self.calibration_subnets >= 3, "latency.calibration_subnets",
                 "must be at least 3 (the smallest, the largest and a random subnet)")
 

@@ -99,6 +99,7 @@ BAD_NUMBERS = [
     ("predictor.lr", [math.inf, 0.0, 100.0]),
     ("predictor.weight_decay", [math.inf, 5.0]),
     ("latency.min_seconds", [math.inf, -1.0, 1e9]),
+    ("latency.check_sessions", [0, 11, -1]),
     ("search.mutation_prob", [math.nan, 1.5]),
     ("search.parent_ratio", [math.inf, 0.0, 1.0]),
 ]

@@ -6,8 +6,8 @@ batch, by the same rounds rule (`latency.min_seconds`). The calibration subnets 
 again among them, only to tell whether the machine runs at the speed it ran at when the
 table was built (`drift`, their median ratio now/then): a shared machine under someone
 else's load can run much slower for minutes (reports/RESULTS.md), which no table predicts.
-Up to CHECK_ATTEMPTS sessions are timed and the one whose drift is closest to 1 is reported;
-the metrics compare the table with the raw measurements, drift is only reported.
+Up to `latency.check_sessions` sessions are timed and the one whose drift is closest to 1 is
+reported; the metrics compare the table with the raw measurements, drift is only reported.
 Also: how differently two devices rank subnets (Kendall tau of predicted latencies).
 """
 
@@ -32,7 +32,6 @@ from ofa.seeding import torch_seed
 from ofa.space import SearchSpace, SubnetConfig
 
 TARGET_WITHIN = 0.95   # share of check subnets whose prediction is within +-10%
-CHECK_ATTEMPTS = 3     # timing sessions at most, while the machine's speed drifts
 DRIFT_TOLERANCE = 0.03
 DRIFT_ROUNDS = 11      # timed rounds of the export's drift measurement (speed_drift)
 
@@ -116,7 +115,7 @@ def check_table(params: Params, device: str) -> dict:
     best = None
     with torch_threads(dev.threads):
         runners = make_runners(items, dev)
-        for attempt in range(CHECK_ATTEMPTS):
+        for attempt in range(lat.check_sessions):
             ms = time_interleaved(runners, lat.warmup, lat.repeats, seed=lat.seed + 1 + attempt,
                                   min_seconds=lat.min_seconds)
             drift = (float(np.median(np.median(ms[len(cfgs):], axis=1) / cal_then))
