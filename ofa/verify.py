@@ -57,25 +57,39 @@ def pick_candidates(configs: list[str], scores: np.ndarray, cost: np.ndarray, li
     return picked[:k]
 
 
+QUIET_DRIFT = 0.03   # references within 3% of the table's speed: a quiet machine
+
+
+def judged_latency(row: dict) -> float:
+    """The latency a candidate is judged by: its verified latency (median / drift); on a quiet
+    machine (drift within QUIET_DRIFT of 1, mostly the references' own timing noise) the
+    longer of it and the raw median, so that what ships there meets its limit both ways (a
+    candidate 0.02% under by verified latency read 0.5% over by its raw median at drift 1.005:
+    reports/RESULTS.md)."""
+    verified, drift = row["verified_latency_ms"], row.get("drift")
+    if drift is not None and abs(drift - 1) <= QUIET_DRIFT:
+        return max(verified, row["raw_latency_ms"])
+    return verified
+
+
 def meets(row: dict) -> bool:
-    """Whether a measured candidate meets its constraint: verified latency, or exact MACs."""
+    """Whether a measured candidate meets its constraint: exact MACs, or `judged_latency`."""
     if row["name"] == "flops_m":
         return row["macs"] / 1e6 <= row["limit"]
-    return row["verified_latency_ms"] <= row["limit"]
+    return judged_latency(row) <= row["limit"]
 
 
 def _fastest(rows: list[dict]) -> dict:
-    return min(rows, key=lambda r: r["verified_latency_ms"])
+    return min(rows, key=judged_latency)
 
 
 def _tightened(rows: list[dict], limit: float, search_limit: float) -> float:
     """The next search limit: the limit divided by the overshoot measured (the candidates'
-    median ratio of verified to predicted latency: one noisy timing does not decide), so that
+    median ratio of judged to predicted latency: one noisy timing does not decide), so that
     what the table prices under it measures under the limit; at least as tight as scaling the
     last search limit by the fastest candidate's overshoot."""
-    overshoot = float(np.median([r["verified_latency_ms"] / r["predicted_latency_ms"]
-                                 for r in rows]))
-    return min(limit / overshoot, search_limit * limit / _fastest(rows)["verified_latency_ms"])
+    overshoot = float(np.median([judged_latency(r) / r["predicted_latency_ms"] for r in rows]))
+    return min(limit / overshoot, search_limit * limit / judged_latency(_fastest(rows)))
 
 
 @dataclasses.dataclass
@@ -146,8 +160,8 @@ def _unmet(device: str, t: Target, rounds: int) -> OFAError:
     best = _fastest(t.tried) if t.tried else None
     searches = min(rounds, max((r["round"] for r in t.tried), default=0))
     reached = "no candidate" if best is None else (
-        f"the fastest candidate measured {best['verified_latency_ms']:.4g} ms at the table's "
-        f"speed ({best['config']}), so a limit of {best['verified_latency_ms']:.4g} ms or more "
+        f"the fastest candidate measured {judged_latency(best):.4g} ms at the table's "
+        f"speed ({best['config']}), so a limit of {judged_latency(best):.4g} ms or more "
         "would have been met")
     return OFAError(f"{device}: no subnet met {t.spec['constraint']} (<= {t.spec['limit']:g} ms) "
                     f"when measured, after {searches} tightened search(es): {reached}; nothing of "

@@ -233,3 +233,22 @@ def test_bad_verification_params_are_refused(key, value, message):
     raw.setdefault("verify", {})[key] = value
     with pytest.raises(OFAError, match=message.replace("[", r"\[").replace("]", r"\]")):
         params_from_dict(raw)
+
+
+@pytest.mark.parametrize("drift, ships", [(1.01, "b"), (0.99, "a"), (1.2, "a")])
+def test_on_a_quiet_machine_the_raw_median_meets_the_limit_too(drift, ships):
+    """`a` is under the limit by its verified latency (median / drift) and over it by its raw
+    median when the references ran 1% slower: on that quiet machine it must not ship (`b`
+    does); 1% faster, or under a load that slowed the references by 20%, the verified latency
+    alone decides, so `a` ships."""
+    verified = {"a": 1.99, "b": 1.7}
+
+    def measure(configs):
+        return {c: {"verified_latency_ms": verified[c], "raw_latency_ms": verified[c] * drift,
+                    "p90_latency_ms": verified[c] * drift, "drift": drift} for c in configs}
+
+    cands = [_cand("a", 1.9, 0.92), _cand("b", 1.6, 0.91)]
+    acc = {"a": 0.92, "b": 0.91}.__getitem__
+    shipped, tried = select_verified("d", TARGET, cands, measure, acc, _never, 2)
+    assert shipped["config"] == ships
+    assert {r["config"]: r["meets_limit"] for r in tried}["a"] == (ships == "a")
