@@ -7,6 +7,9 @@ re-exports every class.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -44,6 +47,13 @@ class DataConfig:
             _require(len(self.mean) == len(self.std) > 0, "data.std",
                      f"needs one value per channel, as data.mean ({len(self.mean)})")
             _require(all(v > 0 for v in self.std), "data.std", "must be positive")
+
+    def fingerprint(self) -> str:
+        """What decides the images and labels a run trains and is measured on (not where the
+        files lie, nor how many processes read them): a scratch run is compared with the
+        supernet's subnets only under the same one."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("root", "workers")}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def augment_batches(self) -> bool:

@@ -44,7 +44,9 @@ def read_evaluation(path: Path) -> dict:
 
 def read_scratch_runs(params: Params) -> dict[str, dict]:
     """config -> its run trained alone without distillation (reports/scratch/*.json), for the
-    main report's comparison; a file that is not such a report is one OFAError naming it."""
+    main report's comparison; a file that is not such a report is one OFAError naming it. A
+    run on other data (its `data` fingerprint differs from params' data, e.g. augmented) is
+    left out: it is no baseline for this supernet."""
     out: dict[str, dict] = {}
     folder = paths.scratch_dir(params)
     for path in sorted(folder.glob("scratch-*.json")) if folder.is_dir() else []:
@@ -61,7 +63,8 @@ def read_scratch_runs(params: Params) -> dict[str, dict]:
                 and seconds >= 0):
             raise OFAError(f"scratch report {path}: test_acc must be in [0, 1] and "
                            "train_seconds >= 0, both finite")
-        if distilled is False:
+        if distilled is False and run.get("data", params.data.fingerprint()) == \
+                params.data.fingerprint():
             out[cfg] = run | {"config": cfg}
     return out
 

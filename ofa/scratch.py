@@ -59,6 +59,7 @@ def write_scratch_report(params: Params, name: str) -> dict:
                "val_acc": row["val_acc"], "test_acc": row["test_acc"], "macs": row["macs"],
                "params": row["params"], "train_seconds": train["train_seconds"],
                "images_seen": ph.epochs * steps * params.train.batch_size,
+               "data": params.data.fingerprint(),
                "checkpoint": str(paths.checkpoint(params, name))}
     out = paths.scratch_report(params, name)
     atomic_write_text(out, json.dumps(summary, indent=2))

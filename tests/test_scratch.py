@@ -3,6 +3,8 @@ baseline of issue 18), through the CLI as a user runs it, on tiny real training.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import signal
 import subprocess
@@ -39,6 +41,12 @@ def test_a_subnet_trains_alone_in_two_workers_and_reports_its_cost(tmp_path: Pat
     assert report["config"] == cfg and not report["distilled"]
     assert 0.0 <= report["test_acc"] <= 1.0 and report["train_seconds"] > 0
     assert report["images_seen"] == 64  # params scratch's budget here: 64 images, batch 32
+    # the data it was trained and measured on, so the report never sets it beside a supernet
+    # trained on other data (augmented, another split)
+    params = load_params(path)
+    assert report["data"] == params.data.fingerprint()
+    assert dataclasses.replace(params.data, augment=True).fingerprint() != report["data"]
+    assert dataclasses.replace(params.data, root="/elsewhere", workers=0).fingerprint() == report["data"]
     history = json.loads((tmp_path / "reports" / f"{name}.json").read_text())["history"]
     assert [set(h) >= {"val_acc_max"} and "val_acc_min" not in h for h in history] == [True]
 

@@ -195,6 +195,9 @@ def test_the_report_sets_shipped_architectures_beside_their_runs_alone(world):
         (folder / f"scratch-{row['config']}.json").write_text(json.dumps(run))
         (folder / f"scratch-{row['config']}-kd.json").write_text(
             json.dumps(run | {"distilled": True, "test_acc": 0.99}))
+        # a run on other data (read last, so it would win) is no baseline for this supernet
+        (folder / f"scratch-{row['config']}_augmented.json").write_text(
+            json.dumps(run | {"test_acc": 0.98, "data": "0" * 16}))
         run_report(params, None, tmp / "evaluate.json", tmp / "reports")
         md = (tmp / "reports" / "pareto.md").read_text()
         assert f"| {100 * run['test_acc']:.2f} (-1.00; 500 s) |" in md
