@@ -116,10 +116,10 @@ class LatencyConfig:
     warmup: int = 3
     repeats: int = 31             # timings per layer; the table keeps median and spread
     min_seconds: float = bounded("[0, 3600]", 20.0, is_optional=True)  # more rounds while the timed ones took less (fast devices)
-    check_subnets: int = 50       # random full subnets timed end to end to check the table
+    check_subnets: int = 30       # random full subnets timed end to end to check the table
     # timing sessions of the check at most, while the machine's speed drifts (the one whose
     # drift is closest to 1 is reported)
-    check_sessions: int = optional(3)
+    check_sessions: int = optional(1)
     seed: int = 0
     calibration_subnets: int = optional(24)  # subnets timed end to end to fit scales and overhead
     table_dir: str = optional("data/latency")

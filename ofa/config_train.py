@@ -115,7 +115,7 @@ class PhaseConfig:
     kd_from: Literal["teacher", "largest"] = optional("teacher")
     # where the phase's cosine decay ends (0: a restart per phase; the next phase's lr: one
     # continuous schedule across the phases)
-    lr_end: float = optional(0.0, omit_at_default=True)
+    lr_end: float = bounded("[0, 10]", 0.0, is_optional=True, omit_at_default=True)
     fixed: str | None = optional(None)  # one subnet only (a from-scratch baseline: the supernet
     # restricted to this config, at its resolution); written by `ofa-cli train-scratch`
 

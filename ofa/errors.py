@@ -59,12 +59,14 @@ class Range:
         return f"{'(' if self.lo_open else '['}{num(self.lo)}, {num(self.hi)}{')' if self.hi_open else ']'}"
 
 
-def bounded(interval: str, default: Any = dataclasses.MISSING, is_optional: bool = False):
+def bounded(interval: str, default: Any = dataclasses.MISSING, is_optional: bool = False,
+            omit_at_default: bool = False):
     """A params number (or list of numbers) that must lie in `interval`, e.g. "(0, 10]"; the
-    loader checks it (and that it is finite) and names the dotted key and the interval."""
+    loader checks it (and that it is finite) and names the dotted key and the interval
+    (`omit_at_default` as for `optional`)."""
     m = re.fullmatch(r"([\[(])\s*([^,\s]+)\s*,\s*([^\])\s]+)\s*([\])])", interval)
     if m is None:
         raise ValueError(f"bad interval {interval!r}")
     rng = Range(float(m[2]), float(m[3]), m[1] == "(", m[4] == ")")
-    meta = {"range": rng, "optional": is_optional}
+    meta = {"range": rng, "optional": is_optional, "omit_at_default": omit_at_default}
     return dataclasses.field(default=default, metadata=meta)
