@@ -30,13 +30,15 @@ def scratch_name(cfg: SubnetConfig, distill: bool) -> str:
 
 def with_scratch_phase(params: Params, cfg: SubnetConfig, distill: bool) -> tuple[Params, str]:
     """`params` plus the phase that trains `cfg` alone: the teacher phase's settings with the
-    epochs, images, learning rate and warm-up of `params.scratch`, no initialisation from
+    epochs, images, learning rate and warm-up of `params.scratch` (its cosine decaying to 0,
+    whatever the teacher's `lr_end`), no initialisation from
     another phase, its own resolution only, and (with `distill`) the teacher's soft labels at
     kd_ratio 1 as in the shrinking phases."""
     name = scratch_name(cfg, distill)
     rec = params.scratch
     phase = dataclasses.replace(
-        params.phase("teacher"), epochs=rec.epochs, lr=rec.lr, warmup_epochs=rec.warmup_epochs,
+        params.phase("teacher"), epochs=rec.epochs, lr=rec.lr, lr_end=0.0,
+        warmup_epochs=rec.warmup_epochs,
         images_per_epoch=rec.images_per_epoch, kernel=tuple(sorted(set(cfg.ks))),
         expand=tuple(sorted(set(cfg.e))), depth=tuple(sorted(set(cfg.d))), fixed=str(cfg),
         kd_ratio=1.0 if distill else 0.0, init_from=None, kd_from="teacher",

@@ -117,7 +117,7 @@ def test_the_scratch_recipe_is_its_own_key_not_the_teachers(tmp_path: Path):
     """A preset that shortens the teacher phase leaves the baseline's recipe as it was."""
     from ofa.scratch import with_scratch_phase
 
-    raw = params_dict(tmp_path, {"phases": {"teacher": {"epochs": 2, "lr": 0.05}},
+    raw = params_dict(tmp_path, {"phases": {"teacher": {"epochs": 2, "lr": 0.05, "lr_end": 0.04}},
                                  "scratch": {"epochs": 5, "lr": 0.2, "warmup_epochs": 0.5,
                                              "images_per_epoch": 96}})
     params = load_params(write_params(tmp_path, raw))
@@ -125,5 +125,6 @@ def test_the_scratch_recipe_is_its_own_key_not_the_teachers(tmp_path: Path):
     tuned, name = with_scratch_phase(params, cfg, False)
     ph = tuned.phase(name)
     assert (ph.epochs, ph.lr, ph.warmup_epochs, ph.images_per_epoch) == (5, 0.2, 0.5, 96)
+    assert ph.lr_end == 0.0   # a teacher handing its lr on to the next phase: not the baseline
     assert ph.fixed == str(cfg) and ph.init_from is None and not ph.elastic_resolution
     assert tuned.phase("teacher").epochs == 2   # the teacher itself is unchanged
