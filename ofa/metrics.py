@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 
-from ofa.report import DeviceReport, meets_limit
+from ofa.report import DeviceReport
+from ofa.verify import meets
 
 
 def headline(evaluation: dict, reports: list[DeviceReport]) -> dict:
@@ -22,7 +23,7 @@ def headline(evaluation: dict, reports: list[DeviceReport]) -> dict:
     if "train_minutes" in evaluation:
         out["train_minutes"] = evaluation["train_minutes"]
     for rep in reports:  # one top-level key per device: short column names in `dvc exp show`
-        met = [meets_limit(r) for r in rep.rows]
+        met = [meets(r) for r in rep.rows]
         out[rep.device] = {
             "met_limit": sum(met), "shipped": len(met),
             "mean_test_acc": round(sum(r["test_acc"] for r in rep.rows) / max(1, len(rep.rows)), 4),

@@ -38,13 +38,6 @@ class DeviceReport:
     verification: dict | None = None   # models/<device>/verification.json
 
 
-def meets_limit(row: dict) -> bool:
-    """Whether a shipped subnet met its limit as measured: exact MACs, or its verified latency
-    (the device's median at the table's speed), on a quiet machine its raw median too
-    (ofa.verify.meets, the rule that chose it)."""
-    return meets(row)
-
-
 def constraint_cell(row: dict) -> str:
     """The constraint as written, with the limit it resolved to, e.g. latency_frac=0.15 (<= 0.54 ms)."""
     unit = "MMACs" if row["name"] == "flops_m" else "ms"
@@ -118,7 +111,7 @@ def _markdown(reports: list[DeviceReport]) -> str:
                 f"{100 * r['val_acc']:.2f} | {100 * r['test_acc']:.2f} | "
                 f"{r['predicted_latency_ms']:.3f} | {r['verified_latency_ms']:.3f} | "
                 f"{r['measured_latency_ms']:.3f} ({r['p90_latency_ms']:.3f}) | "
-                f"{'yes' if meets_limit(r) else 'NO'} | {100 * r['regret']:+.2f} | "
+                f"{'yes' if meets(r) else 'NO'} | {100 * r['regret']:+.2f} | "
                 f"{r['macs'] / 1e6:.2f} | {r['params']} | {base_txt} | {_alone_cell(rep, r)} |")
         lines += ["", f"Specialization beats the best no-slower uniform baseline in {wins} of "
                   f"{total} comparable constraints (ties within 0.05 points: {ties}).", "",
@@ -157,7 +150,7 @@ def _alone_note(rep: DeviceReport) -> list[str]:
 
 def guarantee_line(rep: DeviceReport) -> str:
     """The report's promise, checked: how many shipped subnets meet their limit when measured."""
-    met = sum(meets_limit(r) for r in rep.rows)
+    met = sum(meets(r) for r in rep.rows)
     return f"{met} of {len(rep.rows)} shipped subnets meet their limit when measured."
 
 
@@ -243,7 +236,7 @@ def write_report(reports: list[DeviceReport], out_dir: Path,
                                                  "predicted_acc": r["predicted_acc"],
                                                  "verified_latency_ms": r["verified_latency_ms"],
                                                  "val_acc": r["val_acc"], "regret": r["regret"],
-                                                 "met_limit": meets_limit(r),
+                                                 "met_limit": meets(r),
                                                  "alone_test_acc": (_alone(rep, r) or {}).get(
                                                      "test_acc")}
                                for r in rep.rows}
@@ -268,7 +261,7 @@ def print_table(reports: list[DeviceReport]) -> None:
             print(f"{rep.device}: specialized subnets ({guarantee_line(rep)})")
             for r in rep.rows:
                 base = best_baseline_within(rep.baselines, r["verified_latency_ms"])
-                print(f"  {constraint_cell(r)}: {'met' if meets_limit(r) else 'NOT MET'}\n"
+                print(f"  {constraint_cell(r)}: {'met' if meets(r) else 'NOT MET'}\n"
                       f"    test {100 * r['test_acc']:.2f}% (val {100 * r['val_acc']:.2f}, "
                       f"pred. {100 * r['predicted_acc']:.2f})\n"
                       f"    {r['verified_latency_ms']:.3f} ms verified (raw "
@@ -286,7 +279,7 @@ def print_table(reports: list[DeviceReport]) -> None:
                           f"{100 * r['val_acc']:.2f}", f"{100 * r['test_acc']:.2f}",
                           f"{r['predicted_latency_ms']:.3f}", f"{r['verified_latency_ms']:.3f}",
                           f"{r['measured_latency_ms']:.3f} ({r['p90_latency_ms']:.3f})",
-                          "yes" if meets_limit(r) else "NO", f"{100 * r['regret']:+.2f}",
+                          "yes" if meets(r) else "NO", f"{100 * r['regret']:+.2f}",
                           f"{r['macs'] / 1e6:.2f}", str(r["params"]),
                           "-" if base is None else f"{100 * base['test_acc']:.2f}",
                           _alone_cell(rep, r))

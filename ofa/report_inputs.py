@@ -48,6 +48,7 @@ def read_scratch_runs(params: Params) -> dict[str, dict]:
     run on other data (its `data` fingerprint differs from params' data, e.g. augmented) is
     left out: it is no baseline for this supernet."""
     out: dict[str, dict] = {}
+    data = params.data.fingerprint()
     folder = paths.scratch_dir(params)
     for path in sorted(folder.glob("scratch-*.json")) if folder.is_dir() else []:
         try:
@@ -63,8 +64,7 @@ def read_scratch_runs(params: Params) -> dict[str, dict]:
                 and seconds >= 0):
             raise OFAError(f"scratch report {path}: test_acc must be in [0, 1] and "
                            "train_seconds >= 0, both finite")
-        if distilled is False and run.get("data", params.data.fingerprint()) == \
-                params.data.fingerprint():
+        if distilled is False and run.get("data", data) == data:
             out[cfg] = run | {"config": cfg}
     return out
 
