@@ -57,8 +57,7 @@ def pick_candidates(configs: list[str], scores: np.ndarray, cost: np.ndarray, li
     return picked[:k]
 
 
-QUIET_DRIFT = 0.03   # references within 3% of the table's speed: a quiet machine (also where
-                     # the latency table's check stops timing more sessions)
+QUIET_DRIFT = 0.03   # references within 3% of the table's speed: a quiet machine
 
 
 def judged_latency(row: dict) -> float:
