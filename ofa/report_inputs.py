@@ -18,13 +18,18 @@ VERIFICATION_FORMAT = "ofa-verification/1"
 NO_EXPORTS = "no device has exported subnets yet: run `ofa-cli export --device NAME`"
 
 
+def _finite_only(name: str) -> float:
+    raise ValueError(f"{name} is not a finite number")
+
+
 def read_json(path: Path, what: str) -> dict:
-    """A JSON input, or one OFAError naming `what` and the step that writes it."""
+    """A JSON input, or one OFAError naming `what` and the step that writes it. NaN and
+    Infinity are refused here: a contract reads NaN as a missing value, which may pass."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(), parse_constant=_finite_only)
     except FileNotFoundError:
         raise OFAError(f"{what} {path} does not exist: run the step that writes it first") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError) as exc:   # JSONDecodeError is a ValueError
         raise OFAError(f"{what} {path} is not readable JSON ({exc})") from None
 
 
@@ -72,12 +77,9 @@ def read_scratch_runs(params: Params) -> dict[str, dict]:
 def read_verification(params: Params, device: str) -> dict:
     """A device's verification record, held to its contract and to this search space."""
     path = paths.export_dir(params, device) / "verification.json"
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise OFAError(f"{path} does not exist: run `ofa-cli export --device {device}`") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise OFAError(f"{path} is not a verification record ({exc})") from None
+    if not path.is_file():
+        raise OFAError(f"{path} does not exist: run `ofa-cli export --device {device}`")
+    record = read_json(path, "verification record")
     if not isinstance(record, dict) or record.get("format") != VERIFICATION_FORMAT:
         raise OFAError(f"{path} is not a verification record ({VERIFICATION_FORMAT})")
     if record.get("space") != SearchSpace(params.space).fingerprint():

@@ -23,7 +23,7 @@ from ofa.latency.measure import torch_threads
 from ofa.metrics import headline_text
 from ofa.predictor import load_predictor, read_dataset
 from ofa.report import load_device_report, write_report
-from ofa.report_inputs import (NO_EXPORTS, read_evaluation, read_scratch_runs,
+from ofa.report_inputs import (NO_EXPORTS, read_evaluation, read_json, read_scratch_runs,
                                read_verification)
 from ofa.search.evolution import Constraint, batch_values, evolve, feasible
 from ofa.search.nsga import nsga2
@@ -149,12 +149,9 @@ def research(params: Params, space: SearchSpace, layout, predictor, model, name:
 
 def read_search(params: Params, device: str) -> dict:
     path = paths.search_result(params, device)
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise OFAError(f"{path} does not exist: run `ofa-cli search --device {device}` first") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise OFAError(f"{path} is not a search result ({exc})") from None
+    if not path.is_file():
+        raise OFAError(f"{path} does not exist: run `ofa-cli search --device {device}` first")
+    record = read_json(path, "search result")
     if not isinstance(record, dict) or record.get("format") != SEARCH_FORMAT:
         raise OFAError(f"{path} is not a search result ({SEARCH_FORMAT})")
     if record.get("space") != SearchSpace(params.space).fingerprint():

@@ -279,8 +279,12 @@ def test_a_verification_record_of_another_space_or_broken_is_refused(world):
         record = json.loads(good)
         for edit, needle in ((lambda r: r.update(space="0" * 16), "verified in another search space"),
                              (lambda r: r.update(format="x"), "is not a verification record"),
-                             (lambda r: r["constraints"][0]["candidates"][0].update(val_acc=float("nan")),
+                             (lambda r: r["constraints"][0]["candidates"][0].update(val_acc=1.5),
                               "violates its contract.*val_acc"),
+                             (lambda r: r["constraints"][0]["candidates"][0].update(val_acc=float("nan")),
+                              "NaN is not a finite number"),
+                             (lambda r: r["constraints"][0]["candidates"][0].update(drift=float("inf")),
+                              "Infinity is not a finite number"),
                              (lambda r: r["constraints"][0]["candidates"][0].update(verdict="maybe"),
                               "violates its contract.*verdict")):
             broken = json.loads(good)
