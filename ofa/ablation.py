@@ -1,12 +1,15 @@
 """The seeded comparison of training recipes with subnets trained alone (`ablation/dvc.yaml`).
 
-Each run lives in its own folder under `runs/` with its own params file (the main params, its
-preset applied, plus the run's seed, sampling rule and folders), so the main pipeline's
-checkpoints are never touched: `teacher-s<seed>` trains the teacher; `<rule>-s<seed>` starts
-from that seed's teacher, trains the shrinking phases under the rule, optionally fine-tunes the
-scratch configs briefly, and evaluates every compared subnet; `scratch-<config>-s<seed>` trains
-one subnet alone (`ofa.scratch`). A run skips the phases it already completed with the same
-params, and a killed phase resumes, so the pipeline may be run in parts.
+A recipe is a preset (ofa/presets: its phases, learning rates and sampling rule) under a
+sampling rule, `own` being the preset's: every preset runs under every rule listed (recipes
+`sandwich_cosine12.own`, reported as `sandwich_cosine12`; `default.naive_sandwich`). Each run lives in its
+own folder under `runs/` with its own params file (the main params with the recipe's preset in
+place of the main one, plus the run's seed and folders), so the main pipeline's checkpoints are
+never touched: `teachers/<preset>-s<seed>` trains a preset's teacher; `<recipe>-s<seed>` starts
+from it, trains the shrinking phases, optionally fine-tunes the scratch configs briefly, and
+evaluates every compared subnet; `scratch-<config>-s<seed>` trains one subnet alone
+(`ofa.scratch`, the main params' scratch recipe). A run skips the phases it already completed
+with the same params and code, and a killed phase resumes, so the pipeline may run in parts.
 """
 
 from __future__ import annotations
@@ -18,17 +21,35 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 
 from ofa import paths
 from ofa.checkpoint import atomic_write_text, load_checkpoint
-from ofa.config import Params, _build, deep_merge, load_params, preset, read_yaml
+from ofa.config import (Params, _build, deep_merge, load_params, params_from_dict, preset,
+                        preset_path, read_yaml)
+from ofa.config_train import SamplingRule
 from ofa.errors import OFAError, optional, require
 from ofa.report_inputs import shipped_configs
 
-Rule = Literal["progressive", "progressive_sandwich", "naive", "naive_sandwich"]
+RULES = get_args(SamplingRule)
+TEACHERS = "teachers"   # runs/teachers/<preset>-s<seed>
+
+
+OWN = "own"             # the sampling rule the preset (or params.yaml) sets
+
+
+def split_recipe(recipe: str) -> tuple[str, str | None]:
+    """`preset.rule` -> (preset, rule or None: the preset's own)."""
+    preset_name, _, rule = recipe.partition(".")
+    return preset_name, None if rule in ("", OWN) else rule
+
+
+def recipe_label(recipe: str) -> str:
+    """How the report names a recipe: the preset alone under its own rule."""
+    preset_name, rule = split_recipe(recipe)
+    return preset_name if rule is None else recipe
 
 
 @dataclass(frozen=True)
@@ -36,8 +57,11 @@ class AblationConfig:
     """ablation/params.yaml, strictly checked like the main params."""
 
     seeds: tuple[int, ...]
-    rules: tuple[Rule, ...]
+    presets: tuple[str, ...]           # each trains its teacher once per seed
+    rules: tuple[str, ...]             # each preset runs under each: `own` or a sampling rule
     scratch: tuple[str, ...]           # subnets trained alone, each at its own resolution
+    scratch_seeds: tuple[int, ...]     # their seeds (a run alone serves one subnet: costly)
+    kd_teacher: str                    # the preset whose teacher scratch_kd distils from
     random_subnets: int = 12           # random subnets every recipe is evaluated on
     random_seed: int = 2026
     # how the scratch configs are trained alone: plain, and/or distilled from the seed's teacher
@@ -48,18 +72,45 @@ class AblationConfig:
     runs_dir: str = optional("runs")
     report_dir: str = optional("../reports/ablation")
 
+    @property
+    def recipes(self) -> list[str]:
+        return [f"{p}.{r}" for p in self.presets for r in self.rules]
+
     def __post_init__(self) -> None:
         require(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds",
                 "needs distinct seeds")
+        require(len(self.scratch_seeds) == len(set(self.scratch_seeds)), "scratch_seeds",
+                "needs distinct seeds")
+        require(len(self.presets) >= 1 and len(set(self.presets)) == len(self.presets),
+                "presets", "needs distinct presets")
+        for name in self.presets:
+            require(preset_path(name).is_file() and "." not in name, "presets",
+                    f"names {name!r}, which is not a preset in ofa/presets")
         require(len(self.rules) >= 1 and len(set(self.rules)) == len(self.rules), "rules",
                 "needs distinct sampling rules")
+        for rule in self.rules:
+            require(rule in (OWN, *RULES), "rules",
+                    f"{rule!r} is not {OWN} or a sampling rule ({', '.join(RULES)})")
+        require(self.kd_teacher in self.presets, "kd_teacher",
+                f"{self.kd_teacher!r} is not among presets {list(self.presets)}")
+        require(set(self.scratch_seeds) <= set(self.seeds), "scratch_seeds",
+                f"must be among seeds {list(self.seeds)} (scratch_kd distils from their teachers)")
         require(self.random_subnets >= 0, "random_subnets", "must be >= 0")
         require(self.finetune_epochs >= 0, "finetune_epochs", "must be >= 0")
         require(0 < self.finetune_lr <= 10, "finetune_lr", "must be in (0, 10]")
 
 
 def load_ablation(path: Path = Path("params.yaml")) -> AblationConfig:
-    return _build(AblationConfig, read_yaml(Path(path)), "")
+    """The ablation's params; each recipe's run params are built once here, so a recipe its
+    preset cannot run under (e.g. a sandwich-only distillation under `progressive`) is refused
+    before anything trains."""
+    cfg = _build(AblationConfig, read_yaml(Path(path)), "")
+    for recipe in cfg.recipes:
+        try:
+            params_from_dict(_recipe_raw(cfg, recipe, 0))
+        except OFAError as exc:
+            raise OFAError(f"recipe {recipe!r} (presets x rules) cannot run: {exc}") from None
+    return cfg
 
 
 def main_params(cfg: AblationConfig) -> Params:
@@ -67,23 +118,33 @@ def main_params(cfg: AblationConfig) -> Params:
 
 
 def run_dir(cfg: AblationConfig, name: str) -> Path:
+    """A run's folder: runs/<name>, the teachers' in runs/teachers/ (a recipe stage depends on
+    that folder, not on `runs`, which holds its own output)."""
+    if name.startswith(TEACHERS + "/"):
+        return paths.inside(Path(cfg.runs_dir) / TEACHERS, "ablation run", name[len(TEACHERS) + 1:])
     return paths.inside(cfg.runs_dir, "ablation run", name)
 
 
-def run_params(cfg: AblationConfig, name: str, seed: int, rule: str | None = None) -> tuple[Params, Path]:
-    """The run's params (written to its folder, which the training workers read)."""
+def _recipe_raw(cfg: AblationConfig, recipe: str | None, seed: int, folder: Path | None = None) -> dict:
+    """The main params with the recipe's preset (none: the main params' own) and rule."""
     raw = read_yaml(Path(cfg.main_params))
     chosen = raw.pop("preset", None)
-    if chosen:
-        raw = deep_merge(raw, preset(chosen))
-    folder = run_dir(cfg, name)
-    over: dict = {"train": {"seed": seed, "checkpoint_dir": str(folder / "ckpt"),
-                            "report_dir": str(folder / "train")}}
+    name_preset, rule = split_recipe(recipe) if recipe else (chosen, None)
+    if name_preset:
+        raw = deep_merge(raw, preset(name_preset))
+    over: dict = {"train": {"seed": seed}}
+    if folder is not None:
+        over["train"] |= {"checkpoint_dir": str(folder / "ckpt"), "report_dir": str(folder / "train")}
     if rule is not None:
         over["sampling"] = {"rule": rule}
-    raw = deep_merge(raw, over)
+    return deep_merge(raw, over)
+
+
+def run_params(cfg: AblationConfig, name: str, seed: int, recipe: str | None = None) -> tuple[Params, Path]:
+    """The run's params (written to its folder, which the training workers read)."""
+    folder = run_dir(cfg, name)
     path = folder / "params.yaml"
-    atomic_write_text(path, yaml.safe_dump(raw, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(_recipe_raw(cfg, recipe, seed, folder), sort_keys=False))
     return load_params(path), path
 
 
@@ -151,19 +212,25 @@ def _train(params: Params, path: Path, phase: str, progress: bool,
     atomic_write_text(done, json.dumps(record, indent=2))
 
 
-def _copy_teacher(cfg: AblationConfig, seed: int, params: Params) -> None:
-    teacher, _ = run_params(cfg, f"teacher-s{seed}", seed)
+def _teacher_run(preset_name: str, seed: int) -> str:
+    return f"{TEACHERS}/{preset_name}-s{seed}"
+
+
+def _copy_teacher(cfg: AblationConfig, preset_name: str, seed: int, params: Params) -> None:
+    teacher, _ = run_params(cfg, _teacher_run(preset_name, seed), seed, preset_name)
     for src, dst in ((paths.checkpoint(teacher, "teacher"), paths.checkpoint(params, "teacher")),
                      (paths.train_report(teacher, "teacher"), paths.train_report(params, "teacher"))):
         if not src.is_file():
-            raise OFAError(f"{src} does not exist: run the stage teacher@{seed} (`ofa-cli "
-                           f"ablation teacher --seed {seed}`) first")
+            raise OFAError(f"{src} does not exist: run the stage teacher@{preset_name}-{seed} "
+                           f"(`ofa-cli ablation teacher --preset {preset_name} --seed {seed}`) "
+                           "first")
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
 
 
-def train_teacher(cfg: AblationConfig, seed: int, progress: bool = False) -> Path:
-    params, path = run_params(cfg, f"teacher-s{seed}", seed)
+def train_teacher(cfg: AblationConfig, preset_name: str, seed: int, progress: bool = False) -> Path:
+    """The preset's teacher phase with this seed, shared by the preset's recipes."""
+    params, path = run_params(cfg, _teacher_run(preset_name, seed), seed, preset_name)
     _train(params, path, "teacher", progress)
     return paths.checkpoint(params, "teacher")
 
@@ -191,13 +258,13 @@ def _parse(text: str):
     return SubnetConfig.parse(text)
 
 
-def train_recipe(cfg: AblationConfig, rule: str, seed: int, progress: bool = False) -> Path:
-    """Shrinking phases from the seed's teacher under `rule`, the optional fine-tunes, and the
-    evaluation of every compared subnet (`eval.json` in the run's folder)."""
+def train_recipe(cfg: AblationConfig, recipe: str, seed: int, progress: bool = False) -> Path:
+    """Shrinking phases of the recipe from its preset's teacher of this seed, the optional
+    fine-tunes, and the evaluation of every compared subnet (`eval.json` in the run's folder)."""
     from ofa.evaluate import evaluate_checkpoint
 
-    params, path = run_params(cfg, f"{rule}-s{seed}", seed, rule)
-    _copy_teacher(cfg, seed, params)
+    params, path = run_params(cfg, f"{recipe}-s{seed}", seed, recipe)
+    _copy_teacher(cfg, split_recipe(recipe)[0], seed, params)
     order = params.shrinking_order()
     for phase in order[1:]:
         _train(params, path, phase, progress)
@@ -206,10 +273,11 @@ def train_recipe(cfg: AblationConfig, rule: str, seed: int, progress: bool = Fal
                                ("val", "test"), progress)
     finetuned = [_finetune(cfg, params, path, c, order[-1], progress)
                  for c in cfg.scratch] if cfg.finetune_epochs else []
-    record = {"rule": rule, "seed": seed, "rows": rows, "finetuned": finetuned,
+    record = {"recipe": recipe_label(recipe), "rule": params.sampling.rule, "seed": seed, "rows": rows,
+              "finetuned": finetuned,
               "train_seconds": {p: json.loads(paths.train_report(params, p).read_text())
                                 ["train_seconds"] for p in order}}
-    out = run_dir(cfg, f"{rule}-s{seed}") / "eval.json"
+    out = run_dir(cfg, f"{recipe}-s{seed}") / "eval.json"
     atomic_write_text(out, json.dumps(record, indent=2))
     return out
 
@@ -235,7 +303,7 @@ def _finetune(cfg: AblationConfig, params: Params, path: Path, config: str, last
 def train_scratch(cfg: AblationConfig, config: str, seed: int, mode: str = "scratch",
                   progress: bool = False) -> dict:
     """One scratch config trained alone with this seed (`scratch_kd`: distilled from the
-    seed's teacher), in runs/<mode>-<config>-s<seed>."""
+    kd_teacher preset's teacher of this seed), in runs/<mode>-<config>-s<seed>."""
     from ofa.scratch import with_scratch_phase, write_scratch_report
     from ofa.space import SearchSpace
 
@@ -245,7 +313,7 @@ def train_scratch(cfg: AblationConfig, config: str, seed: int, mode: str = "scra
     sub = SearchSpace(main_params(cfg).space).validate(_parse(config))
     params, path = run_params(cfg, f"{mode}-{sub}-s{seed}", seed)
     if distill:
-        _copy_teacher(cfg, seed, params)
+        _copy_teacher(cfg, cfg.kd_teacher, seed, params)
     params, name = with_scratch_phase(params, sub, distill)
     command = ["train-scratch", "--config", str(sub), "--distill" if distill else "--no-distill"]
     _train(params, path, name, progress, command)

@@ -25,34 +25,42 @@ def _cfg(path: Path):
 
 
 @ablation.command()
-def teacher(seed: int = typer.Option(..., help="training seed"), config_file: Path = CONFIG,
+def teacher(preset: str = typer.Option(..., help="the preset whose teacher phase to train"),
+            seed: int = typer.Option(..., help="training seed"), config_file: Path = CONFIG,
             progress: bool = typer.Option(False, help="show a progress bar")) -> None:
-    """Train the teacher of one seed (runs/teacher-s<seed>)."""
+    """Train a preset's teacher with one seed (runs/teacher-<preset>-s<seed>)."""
     from ofa.ablation import train_teacher
+    from ofa.errors import OFAError
 
-    typer.echo(f"wrote {train_teacher(_cfg(config_file), seed, progress)}")
+    cfg = _cfg(config_file)
+    if preset not in cfg.presets:
+        raise OFAError(f"preset {preset!r} is not among the ablation's presets {list(cfg.presets)}")
+    typer.echo(f"wrote {train_teacher(cfg, preset, seed, progress)}")
 
 
 @ablation.command()
-def recipe(rule: str = typer.Option(..., help="sampling rule"),
+def recipe(preset: str = typer.Option(..., help="the preset whose phases to train"),
+           rule: str = typer.Option("own", help="the sampling rule (own: the preset's)"),
            seed: int = typer.Option(..., help="training seed"), config_file: Path = CONFIG,
            progress: bool = typer.Option(False, help="show a progress bar")) -> None:
-    """Train the shrinking phases of one rule and seed from that seed's teacher, fine-tune and
-    evaluate the compared subnets (runs/<rule>-s<seed>/eval.json)."""
+    """Train the shrinking phases of one recipe and seed from its preset's teacher, fine-tune
+    and evaluate the compared subnets (runs/<preset>.<rule>-s<seed>/eval.json)."""
     from ofa.ablation import train_recipe
     from ofa.errors import OFAError
 
     cfg = _cfg(config_file)
-    if rule not in cfg.rules:
-        raise OFAError(f"rule {rule!r} is not among the ablation's rules {list(cfg.rules)}")
-    typer.echo(f"wrote {train_recipe(cfg, rule, seed, progress)}")
+    if preset not in cfg.presets or rule not in cfg.rules:
+        raise OFAError(f"recipe {preset}.{rule} is not among the ablation's presets "
+                       f"{list(cfg.presets)} x rules {list(cfg.rules)}")
+    recipe = f"{preset}.{rule}"
+    typer.echo(f"wrote {train_recipe(cfg, recipe, seed, progress)}")
 
 
 @ablation.command()
 def scratch(config: str = typer.Option(..., help="the subnet to train alone"),
             seed: int = typer.Option(..., help="training seed"),
             mode: str = typer.Option("scratch", help="scratch, or scratch_kd: distilled from "
-                                     "the seed's teacher"),
+                                     "the kd_teacher preset's teacher of the seed"),
             config_file: Path = CONFIG,
             progress: bool = typer.Option(False, help="show a progress bar")) -> None:
     """Train one subnet alone with one seed (runs/<mode>-<config>-s<seed>)."""

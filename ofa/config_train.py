@@ -130,13 +130,15 @@ class PhaseConfig:
         _require(self.kd_ratio >= 0, "kd_ratio", "must be >= 0")
 
 
+SamplingRule = Literal["progressive", "progressive_sandwich", "naive", "naive_sandwich"]
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """What the shrinking phases draw (ofa/sampling.py): one switch between the paper's
     progressive shrinking, the sandwich rule and everything elastic at once."""
 
-    rule: Literal["progressive", "progressive_sandwich", "naive", "naive_sandwich"] = \
-        "progressive_sandwich"
+    rule: SamplingRule = "progressive_sandwich"
     # once: importance-sort channels before the first elastic-width phase; nested: also the
     # paper authors' nested re-sort before a phase that opens narrower widths
     channel_sort: Literal["once", "nested"] = "nested"

@@ -18,13 +18,14 @@ MIN = "r24-d2222-k3333333333333333-e3333333333333333"
 MAX = "r32-d4444-k7777777777777777-e6666666666666666"
 
 
-def _eval(runs: Path, rule: str, seed: int, accs: dict[str, float], seconds: float) -> None:
-    folder = runs / f"{rule}-s{seed}"
+def _eval(runs: Path, recipe: str, seed: int, accs: dict[str, float], seconds: float) -> None:
+    folder = runs / f"{recipe}-s{seed}"
     folder.mkdir(parents=True)
     rows = [{"name": "min" if c == MIN else "max", "config": c, "resolution": int(c[1:3]),
              "macs": 3.7e6 if c == MIN else 34e6, "test_acc": a, "val_acc": a} for c, a in accs.items()]
     (folder / "eval.json").write_text(json.dumps({
-        "rule": rule, "seed": seed, "rows": rows, "train_seconds": {"teacher": seconds, "kernel": 10.0},
+        "recipe": recipe, "rule": recipe.rpartition(".")[2], "seed": seed, "rows": rows,
+        "train_seconds": {"teacher": seconds, "kernel": 10.0},
         "finetuned": [{"config": MIN, "test_acc": accs[MIN] + 0.01}]}))
 
 
@@ -76,6 +77,66 @@ def test_one_seed_reports_no_spread(tmp_path: Path):
     assert "n/a (one seed)" in (tmp_path / "out" / "ablation.md").read_text()
 
 
+def test_recipe_seeds_against_one_scratch_seed_compare_with_its_value(tmp_path: Path):
+    """Two recipe seeds, one scratch seed: each recipe seed is set against that run, and the
+    recipe's own spread decides whether the gap exceeds it."""
+    runs = tmp_path / "runs"
+    _eval(runs, "sandwich_cosine12", 0, {MIN: 0.918, MAX: 0.925}, 100.0)
+    _eval(runs, "sandwich_cosine12", 1, {MIN: 0.920, MAX: 0.926}, 100.0)
+    _scratch(runs, 0, 0.923)
+    summary = write_ablation_report(runs, tmp_path / "out")
+    against = summary["subnets"][MIN]["against_scratch"]["sandwich_cosine12"]
+    assert against["diffs"] == pytest.approx([-0.5, -0.3])
+    assert against["exceeds_spread"] is True       # mean -0.4 beyond the recipe's sd 0.14
+    assert summary["seeds"] == [0, 1] and summary["scratch_seeds"] == [0]
+    assert "subnets trained alone: [0]" in (tmp_path / "out" / "ablation.md").read_text()
+
+
+ABLATION = {"seeds": [0, 1], "presets": ["default", "sandwich_cosine12"],
+            "rules": ["own", "progressive_sandwich"], "scratch": [MIN],
+            "scratch_seeds": [0], "kd_teacher": "default", "random_subnets": 2, "random_seed": 1}
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"presets": ["default", "nosuch"]}, "'nosuch', which is not a preset"),
+    ({"presets": ["default", "default"]}, "presets: needs distinct presets"),
+    ({"rules": ["own", "sideways"]}, "'sideways' is not own or a sampling rule"),
+    ({"rules": []}, "rules: needs distinct sampling rules"),
+    ({"scratch_seeds": [2]}, "scratch_seeds: must be among seeds"),
+    ({"kd_teacher": "smoke"}, "kd_teacher: 'smoke' is not among presets"),
+    ({"rules": ["own", "progressive"]},   # sandwich_cosine12 distils from the largest subnet
+     "recipe 'sandwich_cosine12.progressive' .presets x rules. cannot run: params: phases[.].*kd_from"),
+])
+def test_bad_ablation_params_are_refused(tmp_path: Path, change: dict, needle: str):
+    from ofa.ablation import load_ablation
+    from ofa.errors import OFAError
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(ABLATION | {"main_params": str(ROOT / "params.yaml")} | change))
+    with pytest.raises(OFAError, match=needle):
+        load_ablation(path)
+
+
+def test_a_recipe_runs_its_preset_under_its_rule(tmp_path: Path):
+    """`sandwich_cosine12.progressive_sandwich`: the preset's phases (its 1-epoch teacher)
+    under that rule; `default.own`: the main params' phases and rule (the main preset, smoke
+    here, is not applied)."""
+    from ofa.ablation import load_ablation, run_params
+
+    main = yaml.safe_load((ROOT / "params.yaml").read_text()) | {"preset": "smoke"}
+    (tmp_path / "main.yaml").write_text(yaml.safe_dump(main))
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(ABLATION | {"main_params": str(tmp_path / "main.yaml"),
+                                               "runs_dir": str(tmp_path / "runs")}))
+    cfg = load_ablation(path)
+    tuned, _ = run_params(cfg, "a-s1", 1, "sandwich_cosine12.progressive_sandwich")
+    plain, _ = run_params(cfg, "b-s0", 0, "default.own")
+    assert tuned.sampling.rule == "progressive_sandwich" and tuned.phase("teacher").epochs == 1
+    assert tuned.train.seed == 1 and tuned.train.checkpoint_dir == str(tmp_path / "runs" / "a-s1" / "ckpt")
+    assert plain.sampling.rule == main["sampling"]["rule"]
+    assert plain.phase("teacher").epochs == main["phases"]["teacher"]["epochs"]   # not smoke's
+
+
 def test_the_ablation_stages_on_the_smoke_preset(repo_copy: Path):
     """Teacher, a recipe and a scratch run of one seed, then the report; a second repro runs
     nothing, and a changed evaluation set reruns the recipe's evaluation only, keeping every
@@ -83,24 +144,27 @@ def test_the_ablation_stages_on_the_smoke_preset(repo_copy: Path):
     env = stage_env(repo_copy)
     shutil.copytree(ROOT / "ablation", repo_copy / "ablation",
                     ignore=shutil.ignore_patterns("runs"))
-    params = {"seeds": [0], "rules": ["naive_sandwich"], "scratch": [MIN],
+    params = {"seeds": [0], "presets": ["smoke"], "rules": ["naive_sandwich"],
+              "scratch": [MIN], "scratch_seeds": [0], "kd_teacher": "smoke",
               "random_subnets": 1, "random_seed": 5, "scratch_modes": ["scratch"],
               "finetune_epochs": 1, "finetune_lr": 0.01}
     (repo_copy / "ablation" / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "add", "-A"], repo_copy, env)
     run(["git", "commit", "-qm", "ablation"], repo_copy, env)
     out = run([DVC, "repro", "ablation/dvc.yaml"], repo_copy, env)
-    assert ran_stages(out) == {"ablation/dvc.yaml:teacher@0", "ablation/dvc.yaml:recipe@naive_sandwich-0",
+    assert ran_stages(out) == {"ablation/dvc.yaml:teacher@smoke-0",
+                               "ablation/dvc.yaml:recipe@smoke-naive_sandwich-0",
                                f"ablation/dvc.yaml:scratch@scratch-{MIN}-0", "ablation/dvc.yaml:report"}
     summary = json.loads((repo_copy / "reports" / "ablation" / "ablation.json").read_text())
     shipped = {row["config"] for d in ("cpu1-b1", "ts1-b8", "ort1-b1")
                for row in json.loads((repo_copy / "models" / d / "export.json").read_text())["chosen"]}
     assert shipped <= set(summary["subnets"])   # the shipped subnets are compared too
-    assert {"naive_sandwich", "scratch"} <= set(summary["subnets"][MIN])
+    assert {"smoke.naive_sandwich", "scratch"} <= set(summary["subnets"][MIN])
     assert ran_stages(run([DVC, "repro", "ablation/dvc.yaml"], repo_copy, env)) == set()
     params["random_subnets"] = 2
     (repo_copy / "ablation" / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run([DVC, "repro", "ablation/dvc.yaml"], repo_copy, env)
-    assert ran_stages(out) == {"ablation/dvc.yaml:recipe@naive_sandwich-0", "ablation/dvc.yaml:report"}
+    assert ran_stages(out) == {"ablation/dvc.yaml:recipe@smoke-naive_sandwich-0",
+                               "ablation/dvc.yaml:report"}
     assert out.count("done with these params and code, kept") == 6  # 5 phases + fine-tune
     assert "up to date" in run([DVC, "status", "ablation/dvc.yaml"], repo_copy, env)
