@@ -16,7 +16,8 @@ CONFIG = typer.Option(Path("params.yaml"), "--config-file", help="the ablation's
 
 
 def _cfg(path: Path):
-    from ofa.ablation import load_ablation, main_params
+    from ofa.ablation import main_params
+    from ofa.ablation_config import load_ablation
     from ofa.distributed import set_threads
 
     cfg = load_ablation(path)
@@ -74,7 +75,7 @@ def scratch(config: str = typer.Option(..., help="the subnet to train alone"),
 @ablation.command()
 def report(config_file: Path = CONFIG) -> None:
     """ablation.md, ablation.json and ablation.png from the runs' results."""
-    from ofa.ablation import load_ablation
+    from ofa.ablation_config import load_ablation
     from ofa.ablation_report import write_ablation_report
 
     cfg = load_ablation(config_file)

@@ -108,7 +108,7 @@ ABLATION = {"seeds": [0, 1], "presets": ["default", "sandwich_cosine12"],
      "recipe 'sandwich_cosine12.progressive' .presets x rules. cannot run: params: phases[.].*kd_from"),
 ])
 def test_bad_ablation_params_are_refused(tmp_path: Path, change: dict, needle: str):
-    from ofa.ablation import load_ablation
+    from ofa.ablation_config import load_ablation
     from ofa.errors import OFAError
 
     path = tmp_path / "params.yaml"
@@ -121,7 +121,8 @@ def test_a_recipe_runs_its_preset_under_its_rule(tmp_path: Path):
     """`sandwich_cosine12.progressive_sandwich`: the preset's phases (its 1-epoch teacher)
     under that rule; `default.own`: the main params' phases and rule (the main preset, smoke
     here, is not applied)."""
-    from ofa.ablation import load_ablation, run_params
+    from ofa.ablation import run_params
+    from ofa.ablation_config import load_ablation
 
     main = yaml.safe_load((ROOT / "params.yaml").read_text()) | {"preset": "smoke"}
     (tmp_path / "main.yaml").write_text(yaml.safe_dump(main))
