@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 from ofa.config import _build, deep_merge, params_from_dict, preset, preset_path, read_yaml
 from ofa.config_train import SamplingRule
@@ -37,11 +37,10 @@ class AblationConfig:
     rules: tuple[str, ...]             # each preset runs under each: `own` or a sampling rule
     scratch: tuple[str, ...]           # subnets trained alone, each at its own resolution
     scratch_seeds: tuple[int, ...]     # their seeds (a run alone serves one subnet: costly)
-    kd_teacher: str                    # the preset whose teacher scratch_kd distils from
+    scratch_kd: tuple[str, ...]        # configs also trained alone distilled from a teacher,
+    kd_teacher: str                    # this preset's (of the same seed)
     random_subnets: int = 12           # random subnets every recipe is evaluated on
     random_seed: int = 2026
-    # how the scratch configs are trained alone: plain, and/or distilled from the seed's teacher
-    scratch_modes: tuple[Literal["scratch", "scratch_kd"], ...] = optional(("scratch",))
     finetune_epochs: int = optional(1)  # OFA + a short fine-tune of the scratch configs (0: off)
     finetune_lr: float = optional(0.01)
     main_params: str = optional("../params.yaml")
@@ -71,6 +70,8 @@ class AblationConfig:
                 f"{self.kd_teacher!r} is not among presets {list(self.presets)}")
         require(set(self.scratch_seeds) <= set(self.seeds), "scratch_seeds",
                 f"must be among seeds {list(self.seeds)} (scratch_kd distils from their teachers)")
+        require(len(set(self.scratch_kd)) == len(self.scratch_kd), "scratch_kd",
+                "needs distinct configs")
         require(self.random_subnets >= 0, "random_subnets", "must be >= 0")
         require(self.finetune_epochs >= 0, "finetune_epochs", "must be >= 0")
         require(0 < self.finetune_lr <= 10, "finetune_lr", "must be in (0, 10]")

@@ -94,7 +94,8 @@ def test_recipe_seeds_against_one_scratch_seed_compare_with_its_value(tmp_path: 
 
 ABLATION = {"seeds": [0, 1], "presets": ["default", "sandwich_cosine12"],
             "rules": ["own", "progressive_sandwich"], "scratch": [MIN],
-            "scratch_seeds": [0], "kd_teacher": "default", "random_subnets": 2, "random_seed": 1}
+            "scratch_seeds": [0], "scratch_kd": [], "kd_teacher": "default", "random_subnets": 2,
+            "random_seed": 1}
 
 
 @pytest.mark.parametrize("change, needle", [
@@ -147,7 +148,7 @@ def test_the_ablation_stages_on_the_smoke_preset(repo_copy: Path):
                     ignore=shutil.ignore_patterns("runs"))
     params = {"seeds": [0], "presets": ["smoke"], "rules": ["naive_sandwich"],
               "scratch": [MIN], "scratch_seeds": [0], "kd_teacher": "smoke",
-              "random_subnets": 1, "random_seed": 5, "scratch_modes": ["scratch"],
+              "random_subnets": 1, "random_seed": 5, "scratch_kd": [],
               "finetune_epochs": 1, "finetune_lr": 0.01}
     (repo_copy / "ablation" / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "add", "-A"], repo_copy, env)
@@ -155,7 +156,7 @@ def test_the_ablation_stages_on_the_smoke_preset(repo_copy: Path):
     out = run([DVC, "repro", "ablation/dvc.yaml"], repo_copy, env)
     assert ran_stages(out) == {"ablation/dvc.yaml:teacher@smoke-0",
                                "ablation/dvc.yaml:recipe@smoke-naive_sandwich-0",
-                               f"ablation/dvc.yaml:scratch@scratch-{MIN}-0", "ablation/dvc.yaml:report"}
+                               f"ablation/dvc.yaml:scratch@{MIN}-0", "ablation/dvc.yaml:report"}
     summary = json.loads((repo_copy / "reports" / "ablation" / "ablation.json").read_text())
     shipped = {row["config"] for d in ("cpu1-b1", "ts1-b8", "ort1-b1")
                for row in json.loads((repo_copy / "models" / d / "export.json").read_text())["chosen"]}
