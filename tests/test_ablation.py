@@ -145,7 +145,7 @@ def test_the_ablation_stages_on_the_smoke_preset(repo_copy: Path):
     phase it trained. (Two recipes and their comparison: the fixture tests above.)"""
     env = stage_env(repo_copy)
     shutil.copytree(ROOT / "ablation", repo_copy / "ablation",
-                    ignore=shutil.ignore_patterns("runs"))
+                    ignore=shutil.ignore_patterns("runs", "dvc.lock"))
     params = {"seeds": [0], "presets": ["smoke"], "rules": ["naive_sandwich"],
               "scratch": [MIN], "scratch_seeds": [0], "kd_teacher": "smoke",
               "random_subnets": 1, "random_seed": 5, "scratch_kd": [],
