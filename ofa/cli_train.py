@@ -38,8 +38,9 @@ def train_scratch(ctx: typer.Context,
                   distill: bool = typer.Option(False, help="distil from the teacher phase's "
                                                "checkpoint, as the shrinking phases do"),
                   progress: bool = typer.Option(True, help="show a progress bar")) -> None:
-    """Train one subnet from random initialisation with params `scratch:` (the default
-    teacher's recipe) at its own resolution (the from-scratch baseline); resumes a killed run."""
+    """Train one subnet from random initialisation with params `scratch:` (13 epochs, the
+    default training's budget) at its own resolution (the from-scratch baseline); resumes a
+    killed run."""
     if (config is None) == (device is None):
         raise OFAError("train-scratch needs exactly one of --config and --device")
     params = load(ctx, device=device, configs=[config] if config is not None else [])

@@ -50,6 +50,8 @@ class Params:
             for name in names:  # each becomes part of a file name
                 _require(SAFE_NAME.fullmatch(name) is not None, f"{section}[{name!r}]",
                          f"not a safe name for files ({SAFE_NAME_RULE})")
+        _require("teacher" in self.phases, "phases.teacher",
+                 "the full-network phase 'teacher' is required (it is the distillation teacher)")
         for name, ph in self.phases.items():
             key = f"phases.{name}"
             for dim, allowed, chosen in (("kernel", self.space.kernel_choices, ph.kernel),
@@ -66,8 +68,6 @@ class Params:
                 and self.sampling.rule.endswith("_sandwich")), f"{key}.kd_from",
                 "'largest' needs a shrinking phase with subnets_per_step >= 2 and a sandwich "
                 "rule (sampling.rule: progressive_sandwich or naive_sandwich)")
-        _require("teacher" in self.phases, "phases.teacher",
-                 "the full-network phase 'teacher' is required (it is the distillation teacher)")
         for name in self.devices:
             _require(name in self.constraints, f"constraints.{name}",
                      f"missing: device {name!r} needs its limits (latency_ms, latency_frac, flops_m)")

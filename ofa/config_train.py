@@ -138,7 +138,7 @@ class SamplingConfig:
     """What the shrinking phases draw (ofa/sampling.py): one switch between the paper's
     progressive shrinking, the sandwich rule and everything elastic at once."""
 
-    rule: SamplingRule = "progressive_sandwich"
+    rule: SamplingRule = "naive_sandwich"
     # once: importance-sort channels before the first elastic-width phase; nested: also the
     # paper authors' nested re-sort before a phase that opens narrower widths
     channel_sort: Literal["once", "nested"] = "nested"
@@ -147,8 +147,8 @@ class SamplingConfig:
 @dataclass(frozen=True)
 class ScratchConfig:
     """The recipe of a subnet trained alone (`ofa-cli train-scratch`, the ablation's scratch
-    runs): the default teacher phase's, under its own key so that a preset shortening the
-    teacher does not shorten the baseline the supernet's subnets are measured against."""
+    runs): the whole default training's 13 epochs, under its own key so that a recipe's
+    teacher does not set the baseline the supernet's subnets are measured against."""
 
     epochs: int = 13
     lr: float = bounded("(0, 10]", 0.1)

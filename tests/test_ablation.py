@@ -92,14 +92,14 @@ def test_recipe_seeds_against_one_scratch_seed_compare_with_its_value(tmp_path: 
     assert "subnets trained alone: [0]" in (tmp_path / "out" / "ablation.md").read_text()
 
 
-ABLATION = {"seeds": [0, 1], "presets": ["default", "sandwich_cosine12"],
-            "rules": ["own", "progressive_sandwich"], "scratch": [MIN],
-            "scratch_seeds": [0], "scratch_kd": [], "kd_teacher": "default", "random_subnets": 2,
+ABLATION = {"seeds": [0, 1], "presets": ["progressive13", "sandwich_cosine12"],
+            "rules": ["own", "naive_sandwich"], "scratch": [MIN],
+            "scratch_seeds": [0], "scratch_kd": [], "kd_teacher": "progressive13", "random_subnets": 2,
             "random_seed": 1}
 
 
 @pytest.mark.parametrize("change, needle", [
-    ({"presets": ["default", "nosuch"]}, "'nosuch', which is not a preset"),
+    ({"presets": ["progressive13", "nosuch"]}, "'nosuch', which is not a preset"),
     ({"presets": ["default", "default"]}, "presets: needs distinct presets"),
     ({"rules": ["own", "sideways"]}, "'sideways' is not own or a sampling rule"),
     ({"rules": []}, "rules: needs distinct sampling rules"),
@@ -119,8 +119,8 @@ def test_bad_ablation_params_are_refused(tmp_path: Path, change: dict, needle: s
 
 
 def test_a_recipe_runs_its_preset_under_its_rule(tmp_path: Path):
-    """`sandwich_cosine12.progressive_sandwich`: the preset's phases (its 1-epoch teacher)
-    under that rule; `default.own`: the main params' phases and rule (the main preset, smoke
+    """`progressive13.naive_sandwich`: the preset's phases (its 13-epoch teacher) under that
+    rule; `default.own`: the main params' phases and rule (the main preset, smoke
     here, is not applied)."""
     from ofa.ablation import run_params
     from ofa.ablation_config import load_ablation
@@ -131,9 +131,9 @@ def test_a_recipe_runs_its_preset_under_its_rule(tmp_path: Path):
     path.write_text(yaml.safe_dump(ABLATION | {"main_params": str(tmp_path / "main.yaml"),
                                                "runs_dir": str(tmp_path / "runs")}))
     cfg = load_ablation(path)
-    tuned, _ = run_params(cfg, "a-s1", 1, "sandwich_cosine12.progressive_sandwich")
+    tuned, _ = run_params(cfg, "a-s1", 1, "progressive13.naive_sandwich")
     plain, _ = run_params(cfg, "b-s0", 0, "default.own")
-    assert tuned.sampling.rule == "progressive_sandwich" and tuned.phase("teacher").epochs == 1
+    assert tuned.sampling.rule == "naive_sandwich" and tuned.phase("teacher").epochs == 13
     assert tuned.train.seed == 1 and tuned.train.checkpoint_dir == str(tmp_path / "runs" / "a-s1" / "ckpt")
     assert plain.sampling.rule == main["sampling"]["rule"]
     assert plain.phase("teacher").epochs == main["phases"]["teacher"]["epochs"]   # not smoke's

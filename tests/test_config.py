@@ -47,7 +47,8 @@ def test_defaults_load(raw):
     assert p.shrinking_order() == ["teacher", "kernel", "depth1", "depth2", "expand1", "expand2"]
     assert p.data.val_size == 10000 and p.data.name == "fashion_mnist"
     assert [s.width for s in p.space.stages] == [24, 40, 64, 96]
-    assert p.phase("kernel").init_from == "teacher" and p.sampling.rule == "progressive_sandwich"
+    assert p.phase("kernel").init_from == "teacher" and p.sampling.rule == "naive_sandwich"
+    assert p.phase("kernel").kd_from == "largest" and p.phase("expand2").lr_end == 0.0
     assert load_params(ROOT / "params.yaml") == p
 
 
@@ -139,13 +140,13 @@ def test_bad_value_is_named(raw, path, value, needle):
 
 
 def test_optional_keys_may_be_left_out(raw):
-    """A device needs only its backend and one limit; params need no sampling section (the
-    default: progressive shrinking with the sandwich rule)."""
+    """A device needs only its backend and one limit; params need no sampling section (left out:
+    params.yaml's default rule)."""
     raw["devices"]["mini"] = {"backend": "onnxruntime"}
     raw["constraints"]["mini"] = {"flops_m": [5.0]}
     raw.pop("sampling")
     p = params_from_dict(raw)
-    assert p.device("mini").threads == 1 and p.sampling.rule == "progressive_sandwich"
+    assert p.device("mini").threads == 1 and p.sampling.rule == "naive_sandwich"
     assert p.constraints_of("mini").specs() == [("flops_m", 5.0)]
 
 

@@ -88,8 +88,8 @@ def test_a_path_that_resolves_outside_its_folder_is_refused(tmp_path: Path, para
 BAD_NUMBERS = [
     ("phases.teacher.lr", [math.inf, 1e300, 11.0, 0.0, -0.1, math.nan]),
     ("phases.kernel.kd_ratio", [math.inf, 1e3, -1.0, math.nan]),
-    ("phases.kernel.warmup_epochs", [math.inf, 2.0, -0.5]),   # kernel trains 1 epoch
-    ("phases.kernel.lr_end", [math.inf, math.nan, -0.01, 0.05]),  # above kernel's lr 0.03
+    ("phases.kernel.warmup_epochs", [math.inf, 3.0, -0.5]),   # kernel trains 2 epochs
+    ("phases.kernel.lr_end", [math.inf, math.nan, -0.01, 0.2]),  # above kernel's lr 0.0985
     ("train.weight_decay", [math.inf, 2.0, -1e-4, math.nan]),
     ("train.momentum", [math.inf, 1.0, -0.1]),
     ("train.label_smoothing", [1.0, math.inf, -0.1]),

@@ -19,7 +19,11 @@ RULES = ("progressive", "progressive_sandwich", "naive", "naive_sandwich")
 
 
 def _with(params, rule: str, channel_sort: str = "nested"):
-    return dataclasses.replace(params, sampling=SamplingConfig(rule, channel_sort))
+    """params under this rule (distilled from the teacher where the rule has no sandwich: the
+    in-place distillation of the default recipe needs one)."""
+    phases = params.phases if rule.endswith("_sandwich") else {
+        name: dataclasses.replace(ph, kd_from="teacher") for name, ph in params.phases.items()}
+    return dataclasses.replace(params, phases=phases, sampling=SamplingConfig(rule, channel_sort))
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -138,8 +142,8 @@ def test_the_nested_resort_keeps_the_narrower_widths_channel_set(supernet, space
 def test_in_place_distillation_needs_a_sandwich_rule(tmp_path: Path):
     from ofa.errors import OFAError
 
-    tiny_params(tmp_path, depth1={"kd_from": "largest"})
-    raw = (tmp_path / "params.yaml").read_text().replace("rule: progressive_sandwich",
+    tiny_params(tmp_path, kernel={"kd_from": "teacher"})   # the default distils in place
+    raw = (tmp_path / "params.yaml").read_text().replace("rule: naive_sandwich",
                                                          "rule: progressive")
     (tmp_path / "params.yaml").write_text(raw)
     with pytest.raises(OFAError, match="phases.depth1.kd_from: 'largest' needs"):
