@@ -87,10 +87,10 @@ def _markdown(reports: list[DeviceReport]) -> str:
              "median as timed, with its p90; 'pred.' columns are the predictor's and the table's "
              "estimates; test accuracy is only reported. 'search regret' is how much validation "
              "accuracy the predictor's first choice would have lost against the shipped one. "
-             "The last column is the best uniformly scaled subnet (min/mid/max at every "
-             "resolution) that is no slower on the device than the chosen one; the one after it, "
-             "the same architecture trained alone from random initialisation with the teacher's "
-             "recipe (`ofa-cli train-scratch`, reports/scratch/; in brackets the supernet's "
+             "The second-to-last column is the best uniformly scaled subnet (min/mid/max at "
+             "every resolution) that is no slower on the device than the chosen one; the last, "
+             "the same architecture trained alone from random initialisation with params "
+             "`scratch:` (`ofa-cli train-scratch`, reports/scratch/; in brackets the supernet's "
              "subnet minus it), where it was measured.", ""]
     for rep in reports:
         wins = ties = total = 0
