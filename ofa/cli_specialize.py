@@ -103,7 +103,7 @@ def report(ctx: typer.Context,
            out_dir: Path = typer.Option(Path("reports"), help="where pareto.md/json/png go")) -> None:
     """Pareto summary per device: specialized subnets against uniform baselines."""
     params = load(ctx)
-    from ofa.report import print_table
+    from ofa.report_terminal import print_table
     from ofa.specialize import run_report
 
     reports = run_report(params, list(device) or None, evaluation, out_dir)

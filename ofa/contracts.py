@@ -195,6 +195,8 @@ class VerificationRows(Candidate):
     meets_limit: Series[bool]
     verdict: Series[str] = pa.Field(isin=["shipped", "over the limit",
                                           "less accurate than the shipped one"])
+    origin: Optional[Series[str]] = pa.Field(   # records written before 2026-12-08 lack it
+        isin=["search", "uniform min", "uniform mid", "uniform max"])
 
     @pa.dataframe_check(name="finite timings")
     def _finite(cls, df: pd.DataFrame) -> Series[bool]:  # noqa: N805 - pandera's signature

@@ -3,7 +3,8 @@
 Every constraint's candidates (from the search record) and the uniform baselines are timed in
 one session interleaved with the device's reference subnets; each constraint ships its most
 accurate candidate (validation split) that meets the limit when measured, tightening and
-searching again where none does. Only when every constraint has one is anything written: the
+searching again where none does; the uniform baselines that meet a constraint when measured
+compete with the search's candidates (ofa/verify.py). Only when every constraint has one is anything written: the
 device's folder is staged and swapped in, with `export.json` (what shipped) and
 `verification.json` (every candidate measured, and why it was or was not chosen).
 """
@@ -19,7 +20,7 @@ from ofa.checkpoint import atomic_write_text, publish_dir, staging_dir
 from ofa.config import Params
 from ofa.contracts import ParetoRows, VerificationRows, validate_records
 from ofa.data import load_dataset
-from ofa.encoding import GeneLayout
+from ofa.encoding import GeneLayout, to_genes
 from ofa.errors import OFAError
 from ofa.evaluate import evaluate_subnet
 from ofa.export import constraint_dirname, export_choice
@@ -27,8 +28,8 @@ from ofa.latency import LatencyModel
 from ofa.predictor import load_predictor
 from ofa.report_inputs import VERIFICATION_FORMAT
 from ofa.space import SearchSpace, SubnetConfig
-from ofa.specialize import read_search, research
-from ofa.verify import Target, regret, select_all
+from ofa.specialize import candidate_row, read_search, research
+from ofa.verify import Target, regret, select_all, uniform_candidates
 from ofa.verify_meter import DeviceMeter
 from ofa.weights import load_supernet
 
@@ -38,20 +39,26 @@ def baseline_configs(space: SearchSpace) -> list[tuple[str, SubnetConfig]]:
             for name in ("min", "mid", "max") for r in space.cfg.resolutions]
 
 
-def _verify(params: Params, device: str, record: dict, meter: DeviceMeter, space: SearchSpace
-            ) -> list[tuple[dict, dict, list[dict]]]:
+def _verify(params: Params, device: str, record: dict, meter: DeviceMeter, space: SearchSpace,
+            baselines: list[tuple[str, SubnetConfig]]) -> list[tuple[dict, dict, list[dict]]]:
     """(search row, shipped candidate, every candidate measured) per constraint; raises
     before anything is written when a constraint cannot be met."""
     layout = GeneLayout.of(space)
     predictor = load_predictor(params, Path(params.predictor.weights_path))
     model = LatencyModel.load(paths.latency_table(params, device), space)
+    genes = to_genes(space, [cfg for _, cfg in baselines])
+    scores = predictor.predict_genes(genes)
+    uniform = [candidate_row(space, model, g, s) | meter.timed[str(cfg)] | {"origin": f"uniform {n}"}
+               for (n, cfg), g, s in zip(baselines, genes, scores)]
     targets = []
     for row in record["results"]:
         if not row.get("candidates"):
             raise OFAError(f"{paths.search_result(params, device)} lists no candidates for "
                            f"{row['constraint']}: rerun `ofa-cli search --device {device}`")
-        targets.append(Target(row, row["candidates"], lambda limit, row=row: research(
-            params, space, layout, predictor, model, row["name"], limit)))
+        found = [c | {"origin": "search"} for c in row["candidates"]]
+        targets.append(Target(row, found + uniform_candidates(row, uniform, found),
+                              lambda limit, row=row: [c | {"origin": "search"} for c in research(
+                                  params, space, layout, predictor, model, row["name"], limit)]))
     picks = select_all(device, targets, meter.time, meter.val_acc, params.verify.tighten_rounds)
     return [(row, *pick) for row, pick in zip(record["results"], picks)]
 
@@ -67,7 +74,7 @@ def run_export(params: Params, device: str, checkpoint: Path) -> Path:
     baselines = baseline_configs(space)
     meter.time([c["config"] for row in record["results"] for c in row.get("candidates", [])]
                + [str(cfg) for _, cfg in baselines])   # one session: the same machine state
-    picks = _verify(params, device, record, meter, space)
+    picks = _verify(params, device, record, meter, space, baselines)
 
     folder = paths.export_dir(params, device)
     staged = staging_dir(folder)   # a failure part-way leaves the previous export whole

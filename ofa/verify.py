@@ -10,7 +10,10 @@ accuracy after BN recalibration in the runtime the subnet ships in, only for the
 that met the limit and the predictor's first choice: a candidate over it cannot ship, and
 its validation pass was most of the export's time) and `select_verified` ships the most
 accurate one that meets the limit, searching again with the limit tightened by the measured
-overshoot a bounded number of rounds, or fails naming what was reached.
+overshoot a bounded number of rounds, or fails naming what was reached. The uniformly
+scaled subnets (timed in the same session as the report's baselines) that meet a constraint
+when measured compete too (`uniform_candidates`): what ships is never less accurate on the
+validation split than a uniform subnet that also fits, however the predictor ranks them.
 """
 
 from __future__ import annotations
@@ -90,6 +93,16 @@ def _tightened(rows: list[dict], limit: float, search_limit: float) -> float:
     last search limit by the fastest candidate's overshoot."""
     overshoot = float(np.median([judged_latency(r) / r["predicted_latency_ms"] for r in rows]))
     return min(limit / overshoot, search_limit * limit / judged_latency(_fastest(rows)))
+
+
+def uniform_candidates(spec: dict, uniform: list[dict], taken: list[dict]) -> list[dict]:
+    """The uniform subnets (candidate rows with their measured latency and `origin`) that meet
+    constraint `spec` when measured and are not among the search's candidates `taken`: round
+    0's candidates after the search's own, so the predictor's first choice stays first (the
+    search regret is measured against it)."""
+    seen = {c["config"] for c in taken}
+    return [u for u in uniform if u["config"] not in seen
+            and meets(u | {"name": spec["name"], "limit": spec["limit"]})]
 
 
 @dataclasses.dataclass

@@ -57,7 +57,8 @@ def make_world(tmp, devices: dict = DEVICES):
     net = OFAMobileNetV3(space)
     ckpt = tmp / "ckpt" / "last.pt"
     save_checkpoint(ckpt, net.state_dict(), {"space": to_dict(params.space), "complete": True})
-    evaluate = {"rows": [{"name": n, "config": str(c), "test_acc": 0.1 + 0.01 * i}
+    evaluate = {"rows": [{"name": n, "config": str(c), "val_acc": 0.2 - 0.01 * i,
+                          "test_acc": 0.1 + 0.01 * i}
                          for i, (n, c) in enumerate(baseline_configs(space))]}
     (tmp / "evaluate.json").write_text(json.dumps(evaluate))
     return params, space, ckpt, tmp
@@ -127,6 +128,7 @@ def test_export_and_report(world):
         assert f"## {d}" in md and f"](pareto/{d}.png)" in md
         assert (tmp / "reports" / "pareto" / f"{d}.png").read_bytes()[:4] == b"\x89PNG"
     assert "beats the best no-slower uniform baseline" in md
+    n_uniform = 0
     for d in DEVICES:   # every shipped subnet met its limit when measured, and says so
         assert "**3 of 3 shipped subnets meet their limit when measured.**" in md
         record = json.loads(export_record(params, d).read_text())
@@ -144,8 +146,16 @@ def test_export_and_report(world):
             # evaluated where it could ship and the first choice; no pass for the others
             assert [c["val_acc"] is not None for c in v["candidates"]] == \
                 [c["meets_limit"] or i == 0 for i, c in enumerate(v["candidates"])]
+            # the search's candidates first, then the uniform subnets that met the limit
+            origins = [c["origin"] for c in v["candidates"] if c["round"] == 0]
+            assert origins[0] == "search" and origins == sorted(origins, key=lambda o: o != "search")
+            uniform = [c for c in v["candidates"] if c["origin"] != "search"]
+            assert all(c["meets_limit"] and c["round"] == 0 for c in uniform)
+            assert {c["config"] for c in uniform} <= {b["config"] for b in record["baselines"]}
+            n_uniform += len(uniform)
         n = sum(c["val_acc"] is not None for v in verification["constraints"] for c in v["candidates"])
         assert f"and {n} of them evaluated on the validation split" in md.split(f"## {d}")[1].split("\n## ")[0]
+    assert n_uniform > 0   # the min subnet fits the tiny space's looser limits
     assert "| t1 vs o1 |" in md and "| o1 vs MACs |" in md
     summary = json.loads((tmp / "reports" / "pareto.json").read_text())
     assert set(summary) == set(DEVICES)
@@ -161,7 +171,7 @@ def test_export_and_report(world):
 
 def test_report_fits_80_columns_off_a_terminal(world, capsys):
     """`ofa-cli report` in a pipe or DVC's log: a compact form, no line over 80 characters."""
-    from ofa.report import print_table
+    from ofa.report_terminal import print_table
 
     params, _, ckpt, tmp = world
     for d in DEVICES:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ofa.errors import OFAError
-from ofa.verify import pick_candidates, regret, select_verified
+from ofa.verify import pick_candidates, regret, select_verified, uniform_candidates
 
 TARGET = {"constraint": "latency_ms=2", "name": "latency_ms", "limit": 2.0}
 
@@ -69,6 +69,24 @@ def test_only_candidates_that_could_ship_and_the_first_choice_are_evaluated():
     validate_records(rows, VerificationRows, "v")
     with pytest.raises(OFAError, match="val_acc measured wherever it could ship"):
         validate_records([dict(rows[1], val_acc=None)] + rows[2:], VerificationRows, "v")
+
+
+def test_a_uniform_subnet_that_fits_and_measures_better_ships_and_the_regret_stays_the_predictors():
+    """The uniform subnets compete where they met the limit when measured (a flat accuracy
+    surface fools the predictor); one over it, or already a search candidate, is not added."""
+    cands = [_cand("a", 1.9, 0.93), _cand("b", 1.5, 0.92)]
+    table = {"a": (1.95, 0.91), "b": (1.4, 0.905), "u1": (1.2, 0.915), "u2": (2.3, 0.95)}
+    device = _Device(table)
+    timed = device(list(table))
+    uniform = [_cand(c, 1.0, 0.5) | timed[c] | {"origin": "uniform min"} for c in ("u1", "u2", "b")]
+    extra = uniform_candidates(TARGET, uniform, cands)
+    assert [u["config"] for u in extra] == ["u1"]
+    shipped, tried = select_verified("d", TARGET, cands + extra, device, device.acc, _never, 2)
+    assert shipped["config"] == "u1" and shipped["origin"] == "uniform min"
+    lost = regret(shipped, tried)
+    assert lost["first_choice"] == "a" and lost["regret"] == pytest.approx(0.915 - 0.91)
+    flops = {"constraint": "flops_m=4", "name": "flops_m", "limit": 4.0}   # exact MACs decide
+    assert uniform_candidates(flops, uniform, []) == []
 
 
 def test_the_most_accurate_candidate_that_meets_the_limit_ships():
