@@ -158,11 +158,11 @@ def _alone_note(rep: DeviceReport) -> list[str]:
         return [f"None of the {len(rep.rows)} shipped architectures was trained alone "
                 f"(`ofa-cli train-scratch --device {rep.device}` trains each).", ""]
     close = sum(100 * (r["test_acc"] - a["test_acc"]) >= -0.3 for r, a in pairs)
-    cost = sum(a["train_seconds"] for _, a in pairs)
+    runs = {r["config"]: a["train_seconds"] for r, a in pairs}   # one run per architecture
     return [f"{len(pairs)} of {len(rep.rows)} shipped architectures were trained alone: the "
             f"supernet's subnet is within 0.3 points of (or above) it on {close} of "
-            f"{len(pairs)}; those scratch runs took {cost:.0f} s of training for this device "
-            "alone, where one supernet serves every device.", ""]
+            f"{len(pairs)}; those {len(runs)} scratch run(s) took {sum(runs.values()):.0f} s of "
+            "training for this device alone, where one supernet serves every device.", ""]
 
 
 def guarantee_line(rep: DeviceReport) -> str:

@@ -214,7 +214,8 @@ def test_the_report_sets_shipped_architectures_beside_their_runs_alone(world):
         same = sum(r["config"] == row["config"]
                    for r in json.loads(export_record(params, "t1").read_text())["chosen"])
         assert (f"{same} of 3 shipped architectures were trained alone: the supernet's subnet "
-                f"is within 0.3 points of (or above) it on 0 of {same}") in md
+                f"is within 0.3 points of (or above) it on 0 of {same}; those 1 scratch run(s) "
+                "took 500 s") in md   # one run, however many constraints ship its architecture
         other = sum(r["config"] == row["config"]   # o1 may ship the same architecture
                     for r in json.loads(export_record(params, "o1").read_text())["chosen"])
         assert ("None of the 3 shipped architectures was trained alone" if not other else
