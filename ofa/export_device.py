@@ -4,9 +4,9 @@ Every constraint's candidates (from the search record) and the uniform baselines
 one session interleaved with the device's reference subnets; each constraint ships its most
 accurate candidate (validation split) that meets the limit when measured, tightening and
 searching again where none does; the uniform baselines that meet a constraint when measured
-compete with the search's candidates (ofa/verify.py). Only when every constraint has one is anything written: the
-device's folder is staged and swapped in, with `export.json` (what shipped) and
-`verification.json` (every candidate measured, and why it was or was not chosen).
+compete with the search's candidates (ofa/verify.py). Only when every constraint has one is
+anything written: the device's folder is staged and swapped in, with `export.json` (what
+shipped) and `verification.json` (every candidate measured, and why it was or was not chosen).
 """
 
 from __future__ import annotations
@@ -48,17 +48,17 @@ def _verify(params: Params, device: str, record: dict, meter: DeviceMeter, space
     model = LatencyModel.load(paths.latency_table(params, device), space)
     genes = to_genes(space, [cfg for _, cfg in baselines])
     scores = predictor.predict_genes(genes)
-    uniform = [candidate_row(space, model, g, s) | meter.timed[str(cfg)] | {"origin": f"uniform {n}"}
-               for (n, cfg), g, s in zip(baselines, genes, scores)]
+    uniform = [candidate_row(space, model, g, s) | meter.timed[str(cfg)]
+               | {"origin": f"uniform {n}"} for (n, cfg), g, s in zip(baselines, genes, scores)]
     targets = []
     for row in record["results"]:
         if not row.get("candidates"):
             raise OFAError(f"{paths.search_result(params, device)} lists no candidates for "
                            f"{row['constraint']}: rerun `ofa-cli search --device {device}`")
-        found = [c | {"origin": "search"} for c in row["candidates"]]
+        found = row["candidates"]   # a candidate without `origin` is the search's (Target.judge)
         targets.append(Target(row, found + uniform_candidates(row, uniform, found),
-                              lambda limit, row=row: [c | {"origin": "search"} for c in research(
-                                  params, space, layout, predictor, model, row["name"], limit)]))
+                              lambda limit, row=row: research(
+                                  params, space, layout, predictor, model, row["name"], limit)))
     picks = select_all(device, targets, meter.time, meter.val_acc, params.verify.tighten_rounds)
     return [(row, *pick) for row, pick in zip(record["results"], picks)]
 

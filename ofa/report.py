@@ -24,7 +24,8 @@ from ofa.verify import meets
 
 COLUMNS = ("constraint", "config", "pred. acc %", "val acc %", "test acc %", "pred. ms",
            "verified ms", "raw ms (p90)", "meets limit", "search regret (pts)", "MMACs",
-           "params", "best baseline within latency (val / test acc %)", "trained alone (test acc %)")
+           "params", "best baseline within latency (val / test acc %)",
+           "trained alone (test acc %)")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def load_device_report(export_json: Path, evaluate_json: Path,
                        verification: dict | None = None) -> DeviceReport:
     record = read_json(export_json, "export record")
     measured = {r["config"]: {"val_acc": r["val_acc"], "test_acc": r["test_acc"]}
-                for r in read_evaluation(evaluate_json)["rows"] if "test_acc" in r and "val_acc" in r}
+                for r in read_evaluation(evaluate_json)["rows"]
+                if "test_acc" in r and "val_acc" in r}
     try:
         baselines = [b | measured[b["config"]] for b in record["baselines"]
                      if b["config"] in measured]
@@ -118,7 +120,8 @@ def _markdown(reports: list[DeviceReport]) -> str:
                 base_txt = (f"{100 * base['val_acc']:.2f} / {100 * base['test_acc']:.2f} "
                             f"({deltas[0]:+.2f} / {deltas[1]:+.2f})")
             lines.append(
-                f"| {constraint_cell(r)} | `{r['config']}`{_origin(r)} | {100 * r['predicted_acc']:.2f} | "
+                f"| {constraint_cell(r)} | `{r['config']}`{_origin(r)} | "
+                f"{100 * r['predicted_acc']:.2f} | "
                 f"{100 * r['val_acc']:.2f} | {100 * r['test_acc']:.2f} | "
                 f"{r['predicted_latency_ms']:.3f} | {r['verified_latency_ms']:.3f} | "
                 f"{r['measured_latency_ms']:.3f} ({r['p90_latency_ms']:.3f}) | "

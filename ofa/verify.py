@@ -121,10 +121,9 @@ class Target:
         one that meets the limit, if any. Validation accuracy is measured for those that meet
         it and for the predictor's first choice (the search regret needs it); it is None for
         the others."""
-        rows = [c | measured[c["config"]] | {"constraint": self.spec["constraint"],
-                                             "name": self.spec["name"], "limit": self.spec["limit"],
-                                             "search_limit": self.search_limit, "round": round_}
-                for c in self.candidates]
+        judged = {"constraint": self.spec["constraint"], "name": self.spec["name"],
+                  "limit": self.spec["limit"], "search_limit": self.search_limit, "round": round_}
+        rows = [{"origin": "search"} | c | measured[c["config"]] | judged for c in self.candidates]
         for i, r in enumerate(rows):
             r["meets_limit"] = meets(r)
             first = round_ == 0 and i == 0
